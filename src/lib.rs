@@ -1,1 +1,5 @@
-//! pull-secret-injector: decides which registry pull secrets a Pod or ServiceAccount needs.
+//! pull-secret-injector: decides which registry pull secrets a Pod or ServiceAccount needs,
+//! using kubelet's own matching rules, and answers admission reviews with the patch.
+
+pub mod glob;
+pub mod keyring;
