@@ -1,5 +1,6 @@
 //! pull-secret-injector: decides which registry pull secrets a Pod or ServiceAccount needs,
 //! using kubelet's own matching rules, and answers admission reviews with the patch.
 
+pub mod config;
 pub mod glob;
 pub mod keyring;
