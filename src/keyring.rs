@@ -6,6 +6,7 @@
 //! secrets kubelet will use: no fewer (the pull fails) and no more (a credential leaks).
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::fmt;
 
 use crate::glob::{Glob, GlobError};
@@ -131,6 +132,15 @@ impl RegistryKey {
         target.path.starts_with(&self.path)
     }
 
+    /// The host map key when every host label is literal; `None` when a label is a glob.
+    fn literal_host_key(&self) -> Option<String> {
+        if !self.labels.iter().all(Glob::is_literal) {
+            return None;
+        }
+        let host: Vec<&str> = self.labels.iter().map(Glob::as_str).collect();
+        Some(host_key(&host.join("."), &self.port))
+    }
+
     /// Whether this is the key kubelet falls back to for Docker Hub images.
     pub fn is_default_registry(&self) -> bool {
         self.normalized == DEFAULT_REGISTRY_HOST
@@ -218,17 +228,24 @@ pub fn is_default_registry_match(image_name: &str) -> bool {
 }
 
 /// A set of keys with values, looked up exactly as kubelet's `BasicDockerKeyring.Lookup`.
+///
+/// kubelet scans every key for every image; this keeps keys with literal hosts in a hash map so
+/// that a lookup costs one hash probe plus the glob keys, with the same answer.
 #[derive(Debug, Clone)]
 pub struct Keyring<T> {
-    /// Kept sorted by normalised key in reverse lexicographic order (most specific first);
-    /// entries with equal keys stay in insertion order.
     entries: Vec<(RegistryKey, T)>,
+    literal: HashMap<String, Vec<usize>>,
+    globbed: Vec<usize>,
+    default_registry: Vec<usize>,
 }
 
 impl<T> Default for Keyring<T> {
     fn default() -> Self {
         Keyring {
             entries: Vec::new(),
+            literal: HashMap::new(),
+            globbed: Vec::new(),
+            default_registry: Vec::new(),
         }
     }
 }
@@ -241,10 +258,15 @@ impl<T> Keyring<T> {
 
     /// Adds a value under a key.
     pub fn add(&mut self, key: RegistryKey, value: T) {
-        let at = self
-            .entries
-            .partition_point(|(k, _)| reverse_order(k.normalized(), key.normalized()) != Ordering::Greater);
-        self.entries.insert(at, (key, value));
+        let at = self.entries.len();
+        if key.is_default_registry() {
+            self.default_registry.push(at);
+        }
+        match key.literal_host_key() {
+            Some(host) => self.literal.entry(host).or_default().push(at),
+            None => self.globbed.push(at),
+        }
+        self.entries.push((key, value));
     }
 
     /// Number of entries.
@@ -257,28 +279,61 @@ impl<T> Keyring<T> {
         self.entries.is_empty()
     }
 
+    /// Every entry, in insertion order.
+    pub fn entries(&self) -> impl Iterator<Item = (&RegistryKey, &T)> {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
     /// Every value whose key matches the image name (`docker.io/library/nginx`, no tag or
     /// digest), most specific key first; when none matches and the image is a Docker Hub image,
     /// the values stored under `index.docker.io`.
     pub fn lookup(&self, image_name: &str) -> Vec<(&RegistryKey, &T)> {
+        self.lookup_where(image_name, |_| true)
+    }
+
+    /// `lookup` over only the entries `keep` accepts, as if the others had never been added.
+    pub fn lookup_where(
+        &self,
+        image_name: &str,
+        mut keep: impl FnMut(&T) -> bool,
+    ) -> Vec<(&RegistryKey, &T)> {
         let Ok(target) = Location::parse(image_name) else {
             return Vec::new();
         };
-        let matched: Vec<_> = self
-            .entries
+        let literal = self
+            .literal
+            .get(&host_key(&target.host, &target.port))
+            .map_or(&[][..], Vec::as_slice);
+        let mut hits: Vec<usize> = literal
             .iter()
-            .filter(|(key, _)| key.matches(&target))
-            .map(|(k, v)| (k, v))
+            .chain(&self.globbed)
+            .copied()
+            .filter(|&i| {
+                let (key, value) = &self.entries[i];
+                key.matches(&target) && keep(value)
+            })
             .collect();
-        if !matched.is_empty() || !is_default_registry_match(image_name) {
-            return matched;
+        if hits.is_empty() && is_default_registry_match(image_name) {
+            hits = self
+                .default_registry
+                .iter()
+                .copied()
+                .filter(|&i| keep(&self.entries[i].1))
+                .collect();
         }
-        self.entries
-            .iter()
-            .filter(|(key, _)| key.is_default_registry())
-            .map(|(k, v)| (k, v))
+        hits.sort_by(|&a, &b| {
+            reverse_order(self.entries[a].0.normalized(), self.entries[b].0.normalized())
+                .then(a.cmp(&b))
+        });
+        hits.into_iter()
+            .map(|i| (&self.entries[i].0, &self.entries[i].1))
             .collect()
     }
+}
+
+fn host_key(host: &str, port: &str) -> String {
+    // `|` cannot occur in a host, so the pair maps to one string unambiguously.
+    format!("{host}|{port}")
 }
 
 /// kubelet sorts the index with `sort.Reverse(sort.StringSlice)`: byte-wise, descending.
