@@ -171,7 +171,11 @@ impl LabelSelector {
 }
 
 fn join(values: &BTreeSet<String>) -> String {
-    values.iter().map(String::as_str).collect::<Vec<_>>().join(",")
+    values
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// One thing wrong with a config.
@@ -368,7 +372,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             if let Some(first) = seen_names.insert(c.name.clone(), index) {
                 out.push(
                     "name",
-                    format!("duplicate name {:?}, already used by credentials[{first}]", c.name),
+                    format!(
+                        "duplicate name {:?}, already used by credentials[{first}]",
+                        c.name
+                    ),
                 );
             }
             credentials.push(c);
@@ -442,7 +449,10 @@ fn validate_credential(rc: RawCredential, out: &mut Collector) -> Option<Credent
 
     if let Some(copy_name) = &rc.copy_name {
         if let Err(why) = check_dns_subdomain(copy_name) {
-            out.push("copyName", format!("{copy_name:?} is not a valid Secret name: {why}"));
+            out.push(
+                "copyName",
+                format!("{copy_name:?} is not a valid Secret name: {why}"),
+            );
         }
         match &source {
             Some(Source::SecretSelector { .. }) => out.push(
@@ -507,7 +517,10 @@ fn source_of(
         };
         let mut ok = true;
         if let Err(why) = check_dns_label(namespace) {
-            out.push("secret", format!("namespace {namespace:?} is invalid: {why}"));
+            out.push(
+                "secret",
+                format!("namespace {namespace:?} is invalid: {why}"),
+            );
             ok = false;
         }
         if let Err(why) = check_dns_subdomain(name) {
@@ -528,7 +541,10 @@ fn source_of(
             Some(ns) => match check_dns_label(&ns) {
                 Ok(()) => Some(ns),
                 Err(why) => {
-                    out.push("secretSelector.namespace", format!("{ns:?} is invalid: {why}"));
+                    out.push(
+                        "secretSelector.namespace",
+                        format!("{ns:?} is invalid: {why}"),
+                    );
                     None
                 }
             },
@@ -627,14 +643,21 @@ fn registry_pattern(pattern: &str, field: &str, out: &mut Collector) -> Option<R
     }
 }
 
-fn label_selector(raw: RawLabelSelector, field: &str, out: &mut Collector) -> Option<LabelSelector> {
+fn label_selector(
+    raw: RawLabelSelector,
+    field: &str,
+    out: &mut Collector,
+) -> Option<LabelSelector> {
     let before = out.problems.len();
     for (k, v) in &raw.match_labels {
         if let Err(why) = check_label_key(k) {
             out.push(format!("{field}.matchLabels"), format!("key {k:?}: {why}"));
         }
         if let Err(why) = check_label_value(v) {
-            out.push(format!("{field}.matchLabels"), format!("value {v:?} of {k:?}: {why}"));
+            out.push(
+                format!("{field}.matchLabels"),
+                format!("value {v:?} of {k:?}: {why}"),
+            );
         }
     }
     let mut expressions = Vec::new();
@@ -652,7 +675,10 @@ fn label_selector(raw: RawLabelSelector, field: &str, out: &mut Collector) -> Op
         let values: BTreeSet<String> = r.values.into_iter().collect();
         let requirement = match r.operator.as_str() {
             "In" | "NotIn" if values.is_empty() => {
-                out.push(&at, format!("operator {} needs at least one value", r.operator));
+                out.push(
+                    &at,
+                    format!("operator {} needs at least one value", r.operator),
+                );
                 continue;
             }
             "Exists" | "DoesNotExist" if !values.is_empty() => {
@@ -725,7 +751,10 @@ pub fn check_dns_label(s: &str) -> Result<(), &'static str> {
     if s.len() > 63 {
         return Err("must be at most 63 characters");
     }
-    if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err("must consist of lower case letters, digits and '-'");
     }
     if s.starts_with('-') || s.ends_with('-') {
@@ -870,7 +899,8 @@ prune: false
                 .collect::<String>()
         );
         assert_eq!(Config::from_yaml(&manifest).unwrap().credentials.len(), 3);
-        let missing = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pull-secret-injector}\ndata: {}";
+        let missing =
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: pull-secret-injector}\ndata: {}";
         assert_eq!(
             problems(missing),
             ["data: ConfigMap pull-secret-injector has no string key \"config.yaml\""]
@@ -948,13 +978,21 @@ serviceAccounts: ["["]
                 got.join("\n")
             );
         }
-        assert_eq!(got.len(), want.len(), "unexpected problems:\n{}", got.join("\n"));
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "unexpected problems:\n{}",
+            got.join("\n")
+        );
     }
 
     #[test]
     fn structural_errors_name_the_field() {
         let unknown = problems("credentials:\n  - name: a\n    secrets: default/x\n");
-        assert!(unknown[0].contains("unknown field `secrets`"), "{unknown:?}");
+        assert!(
+            unknown[0].contains("unknown field `secrets`"),
+            "{unknown:?}"
+        );
         let wrong_type = problems("credentials: {}\n");
         assert!(wrong_type[0].contains("credentials"), "{wrong_type:?}");
         assert!(problems("")[0].contains("empty"));
@@ -1001,7 +1039,10 @@ credentials:
         };
         assert!(scope.admits("x", &labels(&[("tier", "prod"), ("team", "a")])));
         assert!(!scope.admits("x", &labels(&[("tier", "prod"), ("team", "c")])));
-        assert!(!scope.admits("x", &labels(&[("tier", "prod"), ("team", "a"), ("legacy", "")])));
+        assert!(!scope.admits(
+            "x",
+            &labels(&[("tier", "prod"), ("team", "a"), ("legacy", "")])
+        ));
         assert!(!scope.admits("x", &labels(&[("team", "a")])));
         assert_eq!(
             scope.selector.as_ref().unwrap().to_query(),

@@ -21,7 +21,10 @@ enum Token {
     Char(char),
     AnyChar,
     Star,
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 /// Why a glob pattern is malformed.
@@ -268,8 +271,13 @@ mod tests {
 
     #[test]
     fn malformed_patterns_are_rejected_like_go() {
-        for pattern in ["[]a]", "[-]", "[x-]", "[-x]", "\\", "[a-b-c]", "[", "[^", "[^bc", "a[", "[a-"] {
-            assert!(Glob::new(pattern).is_err(), "{pattern:?} should be malformed");
+        for pattern in [
+            "[]a]", "[-]", "[x-]", "[-x]", "\\", "[a-b-c]", "[", "[^", "[^bc", "a[", "[a-",
+        ] {
+            assert!(
+                Glob::new(pattern).is_err(),
+                "{pattern:?} should be malformed"
+            );
         }
         assert_eq!(Glob::new(""), Err(GlobError::Empty));
     }

@@ -322,8 +322,11 @@ impl<T> Keyring<T> {
                 .collect();
         }
         hits.sort_by(|&a, &b| {
-            reverse_order(self.entries[a].0.normalized(), self.entries[b].0.normalized())
-                .then(a.cmp(&b))
+            reverse_order(
+                self.entries[a].0.normalized(),
+                self.entries[b].0.normalized(),
+            )
+            .then(a.cmp(&b))
         });
         hits.into_iter()
             .map(|i| (&self.entries[i].0, &self.entries[i].1))
@@ -454,7 +457,9 @@ fn unescape(path: &str) -> Result<String, String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or("invalid URL escape in path")?;
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .ok_or("invalid URL escape in path")?;
             let text = std::str::from_utf8(hex).map_err(|_| "invalid URL escape in path")?;
             let value = u8::from_str_radix(text, 16).map_err(|_| "invalid URL escape in path")?;
             out.push(value);
@@ -524,7 +529,10 @@ mod tests {
                 "image-registry.openshift-image-registry.svc:5000",
             ),
             ("*.icr.io", "*.icr.io"),
-            ("https://user@registry.example.com/v1/", "registry.example.com"),
+            (
+                "https://user@registry.example.com/v1/",
+                "registry.example.com",
+            ),
             ("[::1]:5000", "[::1]:5000"),
             ("registry.example.com/a?x=1", "registry.example.com/a"),
             ("registry.example.com/a%2Fb", "registry.example.com/a/b"),
@@ -573,8 +581,16 @@ mod tests {
             ("u?.icr.io", "u/x", true),
             ("u[r-t].icr.io", "us.icr.io/x", true),
             ("us.[a-c]cr.io", "us.icr.io/x", false),
-            ("registry.*.ci.openshift.org", "registry.build01.ci.openshift.org/ci/x", true),
-            ("registry.*.ci.openshift.org", "registry.ci.openshift.org/ci/x", false),
+            (
+                "registry.*.ci.openshift.org",
+                "registry.build01.ci.openshift.org/ci/x",
+                true,
+            ),
+            (
+                "registry.*.ci.openshift.org",
+                "registry.ci.openshift.org/ci/x",
+                false,
+            ),
             // Ports must be equal; no port matches only no port.
             (
                 "image-registry.openshift-image-registry.svc:5000",
@@ -599,9 +615,17 @@ mod tests {
             ("cp.icr.io", "cp.icr.io/cp/cpd/db2u", true),
             // Docker Hub: a docker.io key matches normalised Hub names, the others do not.
             ("docker.io", "docker.io/library/nginx", true),
-            ("https://index.docker.io/v1/", "docker.io/library/nginx", false),
+            (
+                "https://index.docker.io/v1/",
+                "docker.io/library/nginx",
+                false,
+            ),
             ("registry-1.docker.io", "docker.io/library/nginx", false),
-            ("registry-1.docker.io", "registry-1.docker.io/library/nginx", true),
+            (
+                "registry-1.docker.io",
+                "registry-1.docker.io/library/nginx",
+                true,
+            ),
             // No case folding anywhere.
             ("US.icr.io", "us.icr.io/x", false),
             ("eu.gcr.io", "gcr.io/project/app", false),
@@ -675,10 +699,16 @@ mod tests {
         // localhost/x is a "default registry match" in kubelet's eyes: quirk kept.
         assert_eq!(lookup(&hub_only, "localhost/app"), ["hub"]);
 
-        let both = keyring(&[("https://index.docker.io/v1/", "hub"), ("docker.io", "direct")]);
+        let both = keyring(&[
+            ("https://index.docker.io/v1/", "hub"),
+            ("docker.io", "direct"),
+        ]);
         assert_eq!(lookup(&both, "docker.io/library/nginx"), ["direct"]);
 
-        let path = keyring(&[("https://index.docker.io/v1/", "hub"), ("docker.io/myorg", "org")]);
+        let path = keyring(&[
+            ("https://index.docker.io/v1/", "hub"),
+            ("docker.io/myorg", "org"),
+        ]);
         assert_eq!(lookup(&path, "docker.io/myorg/app"), ["org"]);
         assert_eq!(lookup(&path, "docker.io/library/nginx"), ["hub"]);
     }
@@ -697,7 +727,10 @@ mod tests {
             ("us.icr.io", "us"),
             ("https://index.docker.io/v1/", "hub"),
             ("https://eu.gcr.io", "gcr"),
-            ("image-registry.openshift-image-registry.svc:5000", "internal"),
+            (
+                "image-registry.openshift-image-registry.svc:5000",
+                "internal",
+            ),
         ]);
         let cases: &[(&str, &[&str])] = &[
             ("quay.io/openshift-release-dev/ocp-release", &["quay"]),
@@ -711,7 +744,10 @@ mod tests {
             ("docker.io/library/python", &["hub"]),
             ("eu.gcr.io/project/app", &["gcr"]),
             ("gcr.io/project/app", &[]),
-            ("image-registry.openshift-image-registry.svc:5000/proj/app", &["internal"]),
+            (
+                "image-registry.openshift-image-registry.svc:5000/proj/app",
+                &["internal"],
+            ),
             ("image-registry.openshift-image-registry.svc/proj/app", &[]),
         ];
         for (image, want) in cases {
@@ -722,7 +758,10 @@ mod tests {
     #[test]
     fn locations_split_like_split_url() {
         let loc = Location::parse("[::1]:5000/a/b").unwrap();
-        assert_eq!((loc.host(), loc.port(), loc.path()), ("::1", "5000", "/a/b"));
+        assert_eq!(
+            (loc.host(), loc.port(), loc.path()),
+            ("::1", "5000", "/a/b")
+        );
         let loc = Location::parse("us.icr.io").unwrap();
         assert_eq!((loc.host(), loc.port(), loc.path()), ("us.icr.io", "", ""));
         // net.SplitHostPort fails on too many colons; SplitURL then keeps the whole host.

@@ -3,4 +3,6 @@
 
 pub mod config;
 pub mod glob;
+pub mod image;
 pub mod keyring;
+pub mod state;

@@ -1,0 +1,322 @@
+//! An in-memory snapshot of the cluster objects the decision reads: Namespaces and Secrets.
+//!
+//! The CLI fills it from manifest files; the server fills it from watches. The decision only
+//! sees the [`ClusterView`] trait, so it never knows which.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use serde::Deserialize;
+
+/// What the decision needs to know about a namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    /// The namespace's name.
+    pub name: String,
+    /// Its labels (for `namespaces.selector` and the opt-out label).
+    pub labels: BTreeMap<String, String>,
+    /// Its annotations (for the opt-out annotation).
+    pub annotations: BTreeMap<String, String>,
+    /// True once deletion has started: nothing may be written there.
+    pub terminating: bool,
+}
+
+impl NamespaceInfo {
+    /// A namespace known only by name (no labels, not terminating).
+    pub fn named(name: &str) -> Self {
+        NamespaceInfo {
+            name: name.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// Reads the fields the decision uses from a Namespace object.
+    pub fn from_namespace(ns: &Namespace) -> Option<Self> {
+        let name = ns.metadata.name.clone()?;
+        let terminating = ns.metadata.deletion_timestamp.is_some()
+            || ns
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|p| p == "Terminating");
+        Some(NamespaceInfo {
+            name,
+            labels: ns.metadata.labels.clone().unwrap_or_default(),
+            annotations: ns.metadata.annotations.clone().unwrap_or_default(),
+            terminating,
+        })
+    }
+}
+
+/// Read access to cluster state, as the decision needs it.
+pub trait ClusterView {
+    /// A namespace by name.
+    fn namespace(&self, name: &str) -> Option<&NamespaceInfo>;
+    /// A secret by namespace and name.
+    fn secret(&self, namespace: &str, name: &str) -> Option<&Secret>;
+    /// Every secret of one namespace, ordered by name.
+    fn secrets_in(&self, namespace: &str) -> Vec<&Secret>;
+}
+
+/// A plain snapshot of Namespaces, Secrets and ServiceAccounts.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterState {
+    namespaces: BTreeMap<String, NamespaceInfo>,
+    secrets: BTreeMap<String, BTreeMap<String, Secret>>,
+    service_accounts: BTreeMap<String, BTreeMap<String, ServiceAccount>>,
+}
+
+/// Why a manifest could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// The text is not YAML/JSON.
+    #[error("{origin}: document {index}: not valid YAML or JSON: {reason}")]
+    Syntax {
+        /// Where the text came from.
+        origin: String,
+        /// Which document of a multi-document stream (1-based).
+        index: usize,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// A document is a known kind but does not fit its schema.
+    #[error("{origin}: document {index} ({kind} {name}): {reason}")]
+    Object {
+        /// Where the text came from.
+        origin: String,
+        /// Which document (1-based).
+        index: usize,
+        /// Its kind.
+        kind: String,
+        /// Its name, when it has one.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl ClusterState {
+    /// An empty snapshot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces a namespace.
+    pub fn insert_namespace(&mut self, ns: NamespaceInfo) {
+        self.namespaces.insert(ns.name.clone(), ns);
+    }
+
+    /// Adds or replaces a secret; its namespace defaults to `default`, as kubectl's does.
+    pub fn insert_secret(&mut self, mut secret: Secret) {
+        let ns = secret
+            .metadata
+            .namespace
+            .get_or_insert_with(|| "default".to_string())
+            .clone();
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        self.secrets.entry(ns).or_default().insert(name, secret);
+    }
+
+    /// Adds or replaces a ServiceAccount.
+    pub fn insert_service_account(&mut self, mut sa: ServiceAccount) {
+        let ns = sa
+            .metadata
+            .namespace
+            .get_or_insert_with(|| "default".to_string())
+            .clone();
+        let name = sa.metadata.name.clone().unwrap_or_default();
+        self.service_accounts
+            .entry(ns)
+            .or_default()
+            .insert(name, sa);
+    }
+
+    /// Every known namespace.
+    pub fn namespaces(&self) -> impl Iterator<Item = &NamespaceInfo> {
+        self.namespaces.values()
+    }
+
+    /// Every ServiceAccount of a namespace.
+    pub fn service_accounts_in(&self, namespace: &str) -> impl Iterator<Item = &ServiceAccount> {
+        self.service_accounts
+            .get(namespace)
+            .into_iter()
+            .flat_map(|m| m.values())
+    }
+
+    /// Loads every Namespace, Secret and ServiceAccount of a YAML (multi-document) or JSON text;
+    /// `List` objects are unpacked and other kinds are ignored. Returns how many were loaded.
+    pub fn load_manifests(&mut self, origin: &str, text: &str) -> Result<usize, ManifestError> {
+        let mut loaded = 0;
+        for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+            let index = i + 1;
+            let value =
+                serde_yaml::Value::deserialize(document).map_err(|e| ManifestError::Syntax {
+                    origin: origin.to_string(),
+                    index,
+                    reason: e.to_string(),
+                })?;
+            if value.is_null() {
+                continue;
+            }
+            let json: serde_json::Value =
+                serde_json::to_value(&value).map_err(|e| ManifestError::Syntax {
+                    origin: origin.to_string(),
+                    index,
+                    reason: e.to_string(),
+                })?;
+            loaded += self.load_value(origin, index, json)?;
+        }
+        Ok(loaded)
+    }
+
+    fn load_value(
+        &mut self,
+        origin: &str,
+        index: usize,
+        value: serde_json::Value,
+    ) -> Result<usize, ManifestError> {
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or("")
+            .to_string();
+        let name = value
+            .pointer("/metadata/name")
+            .and_then(|n| n.as_str())
+            .unwrap_or("(unnamed)")
+            .to_string();
+        let object_error = |reason: String| ManifestError::Object {
+            origin: origin.to_string(),
+            index,
+            kind: kind.clone(),
+            name: name.clone(),
+            reason,
+        };
+        match kind.as_str() {
+            "List" | "NamespaceList" | "SecretList" | "ServiceAccountList" => {
+                let items = match value.get("items") {
+                    Some(serde_json::Value::Array(items)) => items.clone(),
+                    _ => return Err(object_error("items must be a list".to_string())),
+                };
+                let mut n = 0;
+                for item in items {
+                    n += self.load_value(origin, index, item)?;
+                }
+                Ok(n)
+            }
+            "Namespace" => {
+                let ns: Namespace =
+                    serde_json::from_value(value).map_err(|e| object_error(schema_reason(&e)))?;
+                let info = NamespaceInfo::from_namespace(&ns)
+                    .ok_or_else(|| object_error("metadata.name is required".to_string()))?;
+                self.insert_namespace(info);
+                Ok(1)
+            }
+            "Secret" => {
+                let secret: Secret =
+                    serde_json::from_value(value).map_err(|e| object_error(schema_reason(&e)))?;
+                if secret.metadata.name.is_none() {
+                    return Err(object_error("metadata.name is required".to_string()));
+                }
+                self.insert_secret(secret);
+                Ok(1)
+            }
+            "ServiceAccount" => {
+                let sa: ServiceAccount =
+                    serde_json::from_value(value).map_err(|e| object_error(schema_reason(&e)))?;
+                if sa.metadata.name.is_none() {
+                    return Err(object_error("metadata.name is required".to_string()));
+                }
+                self.insert_service_account(sa);
+                Ok(1)
+            }
+            _ => Ok(0),
+        }
+    }
+}
+
+/// serde's message for a schema mismatch, without the offending value: a Secret's data must
+/// never reach an error message.
+fn schema_reason(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    // serde_json writes `invalid type: string "…", expected …`; keep only the expectation.
+    match text.find(", expected") {
+        Some(i) if text.starts_with("invalid") => {
+            format!("invalid value{}", &text[i..])
+        }
+        _ => text,
+    }
+}
+
+impl ClusterView for ClusterState {
+    fn namespace(&self, name: &str) -> Option<&NamespaceInfo> {
+        self.namespaces.get(name)
+    }
+
+    fn secret(&self, namespace: &str, name: &str) -> Option<&Secret> {
+        self.secrets.get(namespace)?.get(name)
+    }
+
+    fn secrets_in(&self, namespace: &str) -> Vec<&Secret> {
+        self.secrets
+            .get(namespace)
+            .map(|m| m.values().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_multi_document_yaml_lists_and_json() {
+        let mut state = ClusterState::new();
+        let yaml = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-a, labels: {tier: prod}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: src, namespace: default}
+type: kubernetes.io/dockerconfigjson
+data: {.dockerconfigjson: e30=}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: ignored}
+---
+"#;
+        assert_eq!(state.load_manifests("a.yaml", yaml).unwrap(), 2);
+        let json = r#"{"apiVersion":"v1","kind":"List","items":[
+            {"apiVersion":"v1","kind":"Namespace","metadata":{"name":"gone","deletionTimestamp":"2026-01-01T00:00:00Z"}},
+            {"apiVersion":"v1","kind":"ServiceAccount","metadata":{"name":"default","namespace":"gone"}}]}"#;
+        assert_eq!(state.load_manifests("b.json", json).unwrap(), 2);
+        assert_eq!(state.namespace("team-a").unwrap().labels["tier"], "prod");
+        assert!(state.namespace("gone").unwrap().terminating);
+        assert!(state.secret("default", "src").is_some());
+        assert_eq!(state.secrets_in("default").len(), 1);
+        assert_eq!(state.service_accounts_in("gone").count(), 1);
+    }
+
+    #[test]
+    fn bad_manifests_name_the_file_document_and_object_without_data() {
+        let mut state = ClusterState::new();
+        let err = state
+            .load_manifests(
+                "x.yaml",
+                "kind: Secret\nmetadata: {name: s}\ndata: {k: 12345}\n",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("x.yaml: document 1 (Secret s): "), "{err}");
+        assert!(!err.contains("12345"), "{err}");
+        let err = state
+            .load_manifests("y.yaml", "---\nkind: Namespace\n---\n: [\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("y.yaml: document"), "{err}");
+    }
+}
