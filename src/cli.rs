@@ -1,0 +1,403 @@
+//! The offline commands (`check`, `review`, `validate`): read files, run the pure core, render.
+//!
+//! Each command returns its standard output and exit code so that tests can call it directly;
+//! `main.rs` only parses flags and prints.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::admission;
+use crate::config::{Config, ConfigError};
+use crate::image::ImageRef;
+use crate::policy::{Catalog, Decision, ImageReport, Subject, SubjectKind};
+use crate::state::{ClusterState, ClusterView, NamespaceInfo};
+
+/// The namespace the injector runs in when `POD_NAMESPACE` is not set.
+pub const DEFAULT_OWN_NAMESPACE: &str = "pull-secret-injector";
+
+/// A failure that stops a command; the message names the file or object and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A file or directory could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The config is invalid.
+    #[error("{path}: {source}")]
+    Config {
+        /// The config file.
+        path: String,
+        /// Every problem.
+        source: ConfigError,
+    },
+    /// A cluster manifest is invalid.
+    #[error(transparent)]
+    Manifest(#[from] crate::state::ManifestError),
+    /// The AdmissionReview input is invalid.
+    #[error("{origin}: {source}")]
+    Review {
+        /// Where the review came from.
+        origin: String,
+        /// Why it cannot be answered.
+        source: admission::ReviewError,
+    },
+    /// A flag value is malformed.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// What a command prints on standard output and the exit code it ends with.
+#[derive(Debug)]
+pub struct Output {
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error (warnings that are not the command's answer).
+    pub stderr: String,
+    /// Process exit code.
+    pub code: i32,
+}
+
+/// Reads a config file: raw config YAML or a ConfigMap manifest.
+pub fn load_config(path: &Path) -> Result<Config, CliError> {
+    let text = read(path)?;
+    Config::from_yaml(&text).map_err(|source| CliError::Config {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Loads every manifest under the given files and directories (`.yaml`, `.yml`, `.json`,
+/// directories recursively, in name order).
+pub fn load_cluster(paths: &[PathBuf]) -> Result<ClusterState, CliError> {
+    let mut state = ClusterState::new();
+    for path in paths {
+        let mut files = Vec::new();
+        collect_files(path, &mut files)?;
+        for file in files {
+            let text = read(&file)?;
+            state.load_manifests(&file.display().to_string(), &text)?;
+        }
+    }
+    Ok(state)
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
+    let meta = fs::metadata(path).map_err(|source| CliError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    if meta.is_file() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = fs::read_dir(path)
+        .map_err(|source| CliError::Read {
+            path: path.display().to_string(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            collect_files(&entry, out)?;
+        } else if entry
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        {
+            out.push(entry);
+        }
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<String, CliError> {
+    fs::read_to_string(path).map_err(|source| CliError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Parses `key=value` flags into labels.
+pub fn parse_labels(pairs: &[String]) -> Result<BTreeMap<String, String>, CliError> {
+    pairs
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(CliError::Usage(format!(
+                "--namespace-label {p:?}: expected key=value"
+            ))),
+        })
+        .collect()
+}
+
+/// Inputs of `check`.
+#[derive(Debug, Clone)]
+pub struct CheckArgs {
+    /// The config file.
+    pub config: PathBuf,
+    /// Cluster manifests.
+    pub cluster: Vec<PathBuf>,
+    /// Target namespace.
+    pub namespace: String,
+    /// Extra or overriding namespace labels.
+    pub namespace_labels: Vec<String>,
+    /// The injector's own namespace.
+    pub own_namespace: String,
+    /// Print JSON instead of text.
+    pub json: bool,
+    /// The images to check.
+    pub images: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CheckReport<'a> {
+    namespace: &'a str,
+    image_pull_secrets: &'a [String],
+    images: Vec<ImageJson<'a>>,
+    warnings: Vec<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ImageJson<'a> {
+    image: &'a str,
+    registry: Option<&'a str>,
+    matches: Vec<MatchJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct MatchJson<'a> {
+    credential: &'a str,
+    secret: &'a str,
+    pattern: &'a str,
+}
+
+/// `check`: which secrets would be injected for these images in that namespace, and why.
+pub fn check(args: &CheckArgs) -> Result<Output, CliError> {
+    let config = load_config(&args.config)?;
+    let state = load_cluster(&args.cluster)?;
+    let mut ns = state
+        .namespace(&args.namespace)
+        .cloned()
+        .unwrap_or_else(|| NamespaceInfo::named(&args.namespace));
+    ns.labels.extend(parse_labels(&args.namespace_labels)?);
+    let catalog = Catalog::build(config, &state, Some(&args.own_namespace));
+    let subject = Subject {
+        kind: SubjectKind::Pod,
+        name: None,
+        images: args.images.iter().map(String::as_str).collect(),
+        existing: Vec::new(),
+        labels: None,
+        annotations: None,
+    };
+    // A check is a question, not a write: decide as a dry run would, then list the copies the
+    // real request would make.
+    let mut decision = catalog.decide(&subject, &ns, &state, false);
+    if decision.images.is_empty() {
+        // Skipped before matching (excluded namespace): still describe each image.
+        decision.images = args
+            .images
+            .iter()
+            .map(|raw| ImageReport {
+                image: raw.clone(),
+                registry: ImageRef::parse(raw).ok().map(|i| i.domain().to_string()),
+                matches: Vec::new(),
+            })
+            .collect();
+    }
+    let stdout = if args.json {
+        check_json(&ns.name, &decision)
+    } else {
+        check_text(&ns, &decision)
+    };
+    Ok(Output {
+        stdout,
+        stderr: String::new(),
+        code: 0,
+    })
+}
+
+fn check_json(namespace: &str, decision: &Decision) -> String {
+    let report = CheckReport {
+        namespace,
+        image_pull_secrets: &decision.add,
+        images: decision
+            .images
+            .iter()
+            .map(|i| ImageJson {
+                image: &i.image,
+                registry: i.registry.as_deref(),
+                matches: i
+                    .matches
+                    .iter()
+                    .map(|m| MatchJson {
+                        credential: &m.credential,
+                        secret: &m.secret,
+                        pattern: &m.pattern,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        warnings: decision
+            .warnings
+            .iter()
+            .map(|w| w.message.as_str())
+            .collect(),
+    };
+    let mut text = serde_json::to_string_pretty(&report).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+fn check_text(ns: &NamespaceInfo, decision: &Decision) -> String {
+    let mut out = String::new();
+    if let Some(why) = &decision.skipped {
+        out.push_str(&format!(
+            "nothing injected in namespace {}: {why}\n",
+            ns.name
+        ));
+    } else if decision.add.is_empty() {
+        out.push_str(&format!("nothing injected in namespace {}\n", ns.name));
+    } else {
+        out.push_str(&format!(
+            "namespace {}: imagePullSecrets += {}\n",
+            ns.name,
+            decision.add.join(", ")
+        ));
+    }
+    for image in &decision.images {
+        match &image.registry {
+            Some(r) => out.push_str(&format!("  {} (registry {r})\n", image.image)),
+            None => out.push_str(&format!(
+                "  {} (not a valid image reference)\n",
+                image.image
+            )),
+        }
+        if image.matches.is_empty() && image.registry.is_some() {
+            out.push_str("    no credential holds a matching key\n");
+        }
+        for m in &image.matches {
+            out.push_str(&format!(
+                "    {} from credential {} (key {:?})\n",
+                m.secret, m.credential, m.pattern
+            ));
+        }
+    }
+    for copy in &decision.copies {
+        out.push_str(&format!(
+            "  copy {} {}/{} from {}\n",
+            if copy.update { "refreshes" } else { "creates" },
+            copy.namespace,
+            copy.name(),
+            copy.source.source_ref()
+        ));
+    }
+    for w in &decision.warnings {
+        out.push_str(&format!("  warning: {}\n", w.message));
+    }
+    out
+}
+
+/// `review`: answers an AdmissionReview read from a file or `-` (stdin) as `serve` would.
+pub fn review(
+    config: &Path,
+    cluster: &[PathBuf],
+    own_namespace: &str,
+    input: &str,
+) -> Result<Output, CliError> {
+    let config = load_config(config)?;
+    let state = load_cluster(cluster)?;
+    let body = if input == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|source| CliError::Read {
+                path: "standard input".to_string(),
+                source,
+            })?;
+        buf
+    } else {
+        fs::read(input).map_err(|source| CliError::Read {
+            path: input.to_string(),
+            source,
+        })?
+    };
+    let catalog = Catalog::build(config, &state, Some(own_namespace));
+    let reviewed =
+        admission::review(&catalog, &state, &body).map_err(|source| CliError::Review {
+            origin: if input == "-" {
+                "standard input".to_string()
+            } else {
+                input.to_string()
+            },
+            source,
+        })?;
+    let value: serde_json::Value = serde_json::from_slice(&reviewed.body).unwrap_or_default();
+    let mut stdout = serde_json::to_string_pretty(&value).unwrap_or_default();
+    stdout.push('\n');
+    let mut stderr = String::new();
+    if let Some(decision) = &reviewed.outcome.decision {
+        for copy in &decision.copies {
+            stderr.push_str(&format!(
+                "would {} secret {}/{} from {}\n",
+                if copy.update { "refresh" } else { "create" },
+                copy.namespace,
+                copy.name(),
+                copy.source.source_ref()
+            ));
+        }
+    }
+    Ok(Output {
+        stdout,
+        stderr,
+        code: 0,
+    })
+}
+
+/// `validate`: exit 0 when the config is valid, 1 with every problem listed otherwise. With
+/// cluster manifests, also reports sources that are missing or unusable.
+pub fn validate(config_path: &Path, cluster: &[PathBuf]) -> Result<Output, CliError> {
+    let text = read(config_path)?;
+    let config = match Config::from_yaml(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(Output {
+                stdout: format!("{}: {e}\n", config_path.display()),
+                stderr: String::new(),
+                code: 1,
+            });
+        }
+    };
+    let mut stdout = format!(
+        "{}: valid ({} credential{})\n",
+        config_path.display(),
+        config.credentials.len(),
+        if config.credentials.len() == 1 {
+            ""
+        } else {
+            "s"
+        }
+    );
+    if !cluster.is_empty() {
+        let state = load_cluster(cluster)?;
+        let catalog = Catalog::build(config, &state, None);
+        for problem in catalog.problems() {
+            stdout.push_str(&format!("  warning: {problem}\n"));
+        }
+    }
+    Ok(Output {
+        stdout,
+        stderr: String::new(),
+        code: 0,
+    })
+}

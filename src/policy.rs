@@ -1,0 +1,1494 @@
+//! The decision: for an object being created in a namespace, which pull secrets to add, which
+//! copies must exist, and what to warn about. Pure: it reads a [`Catalog`] and a
+//! [`ClusterView`] and performs no I/O.
+//!
+//! The expensive, namespace-independent work (parsing and filtering source secrets, compiling
+//! their keys into a keyring) is done once per config or source change in [`Catalog::build`];
+//! a decision is then a handful of hash lookups per image.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::config::{Config, Credential, PROTECTED_NAMESPACES, Source};
+use crate::dockerconfig::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, DockerConfig};
+use crate::image::ImageRef;
+use crate::keyring::{Keyring, RegistryKey};
+use crate::state::{ClusterView, NamespaceInfo};
+
+/// Label put on every copy the injector makes; only secrets carrying it are ever updated.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY_VALUE: &str = "pull-secret-injector";
+/// Annotation on a copy: the credential that made it.
+pub const CREDENTIAL_ANNOTATION: &str = "pull-secret-injector/credential";
+/// Annotation on a copy: its source secret, `namespace/name`.
+pub const SOURCE_ANNOTATION: &str = "pull-secret-injector/source";
+/// Annotation on a copy: the hash of its content, to detect stale copies cheaply.
+pub const CONTENT_HASH_ANNOTATION: &str = "pull-secret-injector/content-hash";
+/// Annotation on a mutated object: the pull secrets the injector added.
+pub const INJECTED_ANNOTATION: &str = "pull-secret-injector/injected";
+/// Label or annotation that opts a namespace or object out when set to `"false"`.
+pub const OPT_OUT_KEY: &str = "pull-secret-injector/inject";
+
+/// A source secret, filtered and ready to be copied or matched.
+#[derive(Clone)]
+pub struct PreparedSource {
+    /// The credential it belongs to.
+    pub credential: String,
+    /// Namespace of the source secret.
+    pub source_namespace: String,
+    /// Name of the source secret.
+    pub source_name: String,
+    /// Name of the copy in target namespaces.
+    pub copy_name: String,
+    /// The selected entries only.
+    pub content: DockerConfig,
+    /// `content` serialised as `.dockerconfigjson`.
+    pub data: Vec<u8>,
+    /// Hash of `data`, written to the copy's content-hash annotation.
+    pub hash: String,
+}
+
+impl fmt::Debug for PreparedSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreparedSource")
+            .field("credential", &self.credential)
+            .field(
+                "source",
+                &format_args!("{}/{}", self.source_namespace, self.source_name),
+            )
+            .field("copy_name", &self.copy_name)
+            .field("keys", &self.content.keys().collect::<Vec<_>>())
+            .field("hash", &self.hash)
+            .finish()
+    }
+}
+
+impl PreparedSource {
+    /// `namespace/name` of the source secret.
+    pub fn source_ref(&self) -> String {
+        format!("{}/{}", self.source_namespace, self.source_name)
+    }
+
+    /// The copy as it must exist in `namespace`.
+    pub fn copy_secret(&self, namespace: &str) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(self.copy_name.clone()),
+                namespace: Some(namespace.to_string()),
+                labels: Some(BTreeMap::from([(
+                    MANAGED_BY_LABEL.to_string(),
+                    MANAGED_BY_VALUE.to_string(),
+                )])),
+                annotations: Some(BTreeMap::from([
+                    (CREDENTIAL_ANNOTATION.to_string(), self.credential.clone()),
+                    (SOURCE_ANNOTATION.to_string(), self.source_ref()),
+                    (CONTENT_HASH_ANNOTATION.to_string(), self.hash.clone()),
+                ])),
+                ..Default::default()
+            },
+            type_: Some(DOCKER_CONFIG_JSON_TYPE.to_string()),
+            data: Some(BTreeMap::from([(
+                DOCKER_CONFIG_JSON_KEY.to_string(),
+                ByteString(self.data.clone()),
+            )])),
+            ..Default::default()
+        }
+    }
+}
+
+/// Why a warning was raised; stable names for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WarningReason {
+    /// An image reference could not be parsed.
+    InvalidImage,
+    /// A credential's source secret does not exist.
+    SourceMissing,
+    /// A source secret is not a valid pull secret.
+    SourceInvalid,
+    /// A source secret holds no entry the credential's `registries` select.
+    SourceEmpty,
+    /// The copy's name is taken by a secret the injector does not manage.
+    NameTaken,
+    /// Two credentials want the same copy name with different content.
+    CopyConflict,
+    /// A local secret selected by `localSecretSelector` is not a valid pull secret.
+    LocalSecretInvalid,
+    /// The namespace is being deleted.
+    NamespaceTerminating,
+}
+
+impl WarningReason {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarningReason::InvalidImage => "invalid_image",
+            WarningReason::SourceMissing => "source_missing",
+            WarningReason::SourceInvalid => "source_invalid",
+            WarningReason::SourceEmpty => "source_empty",
+            WarningReason::NameTaken => "name_taken",
+            WarningReason::CopyConflict => "copy_conflict",
+            WarningReason::LocalSecretInvalid => "local_secret_invalid",
+            WarningReason::NamespaceTerminating => "namespace_terminating",
+        }
+    }
+}
+
+/// Something a user should know: goes to the admission response, logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// Machine-readable cause.
+    pub reason: WarningReason,
+    /// Human-readable text naming the object and the cause; never secret data.
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A problem with a credential that does not depend on the target namespace.
+#[derive(Debug, Clone)]
+struct CredentialProblem {
+    reason: WarningReason,
+    message: String,
+}
+
+/// The config, compiled against the current source secrets.
+#[derive(Debug)]
+pub struct Catalog {
+    config: Config,
+    own_namespace: Option<String>,
+    /// Per credential, in config order: its prepared sources (copied credentials only).
+    sources: Vec<Vec<Arc<PreparedSource>>>,
+    /// Per credential: problems found while preparing its sources.
+    problems: Vec<Vec<CredentialProblem>>,
+    /// Every selected key of every prepared source, pointing at (credential, source).
+    keyring: Keyring<(usize, usize)>,
+    /// Unusable auths keys, reported once per catalog rather than per request.
+    notes: Vec<String>,
+}
+
+/// What the object being admitted is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectKind {
+    /// A Pod: image-based injection.
+    Pod,
+    /// A ServiceAccount: name-based injection.
+    ServiceAccount,
+}
+
+/// The parts of a Pod or ServiceAccount the decision reads.
+#[derive(Debug, Clone)]
+pub struct Subject<'a> {
+    /// Pod or ServiceAccount.
+    pub kind: SubjectKind,
+    /// `metadata.name`; pods from controllers have none at admission.
+    pub name: Option<&'a str>,
+    /// Every image of init, regular and ephemeral containers (Pods only).
+    pub images: Vec<&'a str>,
+    /// Names already in `imagePullSecrets`, in order.
+    pub existing: Vec<&'a str>,
+    /// The object's labels (for the opt-out label).
+    pub labels: Option<&'a BTreeMap<String, String>>,
+    /// The object's annotations (for the opt-out annotation and the injected record).
+    pub annotations: Option<&'a BTreeMap<String, String>>,
+}
+
+/// One credential applying to one image, for explanations (`check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchReport {
+    /// The credential's name.
+    pub credential: String,
+    /// The secret name referenced in `imagePullSecrets`.
+    pub secret: String,
+    /// The auths key that matched, as written in the secret.
+    pub pattern: String,
+}
+
+/// What the decision found for one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageReport {
+    /// The image as written in the pod.
+    pub image: String,
+    /// Its normalised registry (`docker.io`, `us.icr.io`), when it parses.
+    pub registry: Option<String>,
+    /// The credentials kubelet would use for it, most specific key first.
+    pub matches: Vec<MatchReport>,
+}
+
+/// A copy that must exist in a namespace before the pod can pull.
+#[derive(Debug, Clone)]
+pub struct CopyRequest {
+    /// The target namespace.
+    pub namespace: String,
+    /// What to copy.
+    pub source: Arc<PreparedSource>,
+    /// True when a managed copy exists but holds older content.
+    pub update: bool,
+}
+
+impl CopyRequest {
+    /// The secret name in the target namespace.
+    pub fn name(&self) -> &str {
+        &self.source.copy_name
+    }
+}
+
+/// The outcome for one object.
+#[derive(Debug, Clone, Default)]
+pub struct Decision {
+    /// Secret names to append to `imagePullSecrets`, in config order.
+    pub add: Vec<String>,
+    /// Copies to create or refresh (none on dry runs).
+    pub copies: Vec<CopyRequest>,
+    /// Problems worth telling the user.
+    pub warnings: Vec<Warning>,
+    /// Per image, what matched (Pods only).
+    pub images: Vec<ImageReport>,
+    /// Why the object was not considered at all, when it was not.
+    pub skipped: Option<String>,
+}
+
+/// How a candidate secret stands in the target namespace.
+#[derive(Debug, Clone)]
+enum Availability {
+    /// Usable as is: our up-to-date copy, or the source itself.
+    Present,
+    /// Usable once copied.
+    Copy { update: bool },
+    /// Not usable: a warning says why.
+    Blocked(Warning),
+}
+
+impl Catalog {
+    /// Compiles a config against the secrets the view holds. `own_namespace` is the injector's
+    /// namespace, never injected into.
+    pub fn build(config: Config, view: &dyn ClusterView, own_namespace: Option<&str>) -> Catalog {
+        let mut sources = Vec::with_capacity(config.credentials.len());
+        let mut problems = Vec::with_capacity(config.credentials.len());
+        let mut keyring = Keyring::new();
+        let mut notes = Vec::new();
+        for (ci, credential) in config.credentials.iter().enumerate() {
+            let mut prepared = Vec::new();
+            let mut issues = Vec::new();
+            let secrets: Vec<&Secret> = match &credential.source {
+                Source::Secret { namespace, name } => match view.secret(namespace, name) {
+                    Some(s) => vec![s],
+                    None => {
+                        issues.push(CredentialProblem {
+                            reason: WarningReason::SourceMissing,
+                            message: format!(
+                                "credential {}: source secret {namespace}/{name} not found",
+                                credential.name
+                            ),
+                        });
+                        Vec::new()
+                    }
+                },
+                Source::SecretSelector {
+                    namespace,
+                    selector,
+                } => {
+                    let selected: Vec<&Secret> = view
+                        .secrets_in(namespace)
+                        .into_iter()
+                        .filter(|s| selector.matches(&labels_of(s)))
+                        .collect();
+                    if selected.is_empty() {
+                        issues.push(CredentialProblem {
+                            reason: WarningReason::SourceMissing,
+                            message: format!(
+                                "credential {}: no secret in namespace {namespace} matches {}",
+                                credential.name,
+                                selector.to_query()
+                            ),
+                        });
+                    }
+                    selected
+                }
+                Source::LocalSecretSelector { .. } => Vec::new(),
+            };
+            for secret in secrets {
+                match prepare(credential, secret, &mut notes) {
+                    Ok(source) => {
+                        let si = prepared.len();
+                        for key in source.content.keys() {
+                            if let Ok(k) = RegistryKey::parse(key) {
+                                keyring.add(k, (ci, si));
+                            }
+                        }
+                        prepared.push(Arc::new(source));
+                    }
+                    Err(problem) => issues.push(problem),
+                }
+            }
+            sources.push(prepared);
+            problems.push(issues);
+        }
+        Catalog {
+            config,
+            own_namespace: own_namespace.map(str::to_string),
+            sources,
+            problems,
+            keyring,
+            notes,
+        }
+    }
+
+    /// The config this catalog was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Every prepared source, with the credential it belongs to.
+    pub fn prepared_sources(&self) -> impl Iterator<Item = (&Credential, &Arc<PreparedSource>)> {
+        self.config
+            .credentials
+            .iter()
+            .zip(&self.sources)
+            .flat_map(|(c, s)| s.iter().map(move |p| (c, p)))
+    }
+
+    /// Problems with sources and keys, independent of any namespace (for logs and `validate`).
+    pub fn problems(&self) -> Vec<String> {
+        self.problems
+            .iter()
+            .flatten()
+            .map(|p| p.message.clone())
+            .chain(self.notes.iter().cloned())
+            .collect()
+    }
+
+    /// Why the injector leaves this namespace alone, if it does.
+    pub fn namespace_exclusion(&self, ns: &NamespaceInfo) -> Option<String> {
+        if PROTECTED_NAMESPACES.contains(&ns.name.as_str()) {
+            return Some(format!("namespace {} is a system namespace", ns.name));
+        }
+        if self.own_namespace.as_deref() == Some(ns.name.as_str()) {
+            return Some(format!("namespace {} is the injector's own", ns.name));
+        }
+        if opted_out(Some(&ns.labels), Some(&ns.annotations)) {
+            return Some(format!(
+                "namespace {} is labelled or annotated {OPT_OUT_KEY}=false",
+                ns.name
+            ));
+        }
+        None
+    }
+
+    /// Decides what to inject into an object being created in `ns`. With `dry_run`, the same
+    /// names are returned but no copy is requested.
+    pub fn decide(
+        &self,
+        subject: &Subject<'_>,
+        ns: &NamespaceInfo,
+        view: &dyn ClusterView,
+        dry_run: bool,
+    ) -> Decision {
+        let mut decision = Decision::default();
+        if let Some(why) = self.namespace_exclusion(ns) {
+            decision.skipped = Some(why);
+            return decision;
+        }
+        if opted_out(subject.labels, subject.annotations) {
+            decision.skipped = Some(format!(
+                "the object is labelled or annotated {OPT_OUT_KEY}=false"
+            ));
+            return decision;
+        }
+        match subject.kind {
+            SubjectKind::Pod if !self.config.pods => {
+                decision.skipped = Some("pod injection is turned off (pods: false)".to_string());
+                return decision;
+            }
+            SubjectKind::ServiceAccount
+                if !subject
+                    .name
+                    .is_some_and(|n| self.config.wants_service_account(n)) =>
+            {
+                decision.skipped = Some(format!(
+                    "ServiceAccount {} is not named by serviceAccounts",
+                    subject.name.unwrap_or("(unnamed)")
+                ));
+                return decision;
+            }
+            _ => {}
+        }
+        if ns.terminating {
+            decision.skipped = Some(format!("namespace {} is terminating", ns.name));
+            decision.warnings.push(Warning {
+                reason: WarningReason::NamespaceTerminating,
+                message: format!(
+                    "pull-secret-injector: namespace {} is terminating; no pull secret injected",
+                    ns.name
+                ),
+            });
+            return decision;
+        }
+
+        let mut run = Run::new(self, ns, view, dry_run);
+        match subject.kind {
+            SubjectKind::Pod => run.pod(&subject.images, &mut decision),
+            SubjectKind::ServiceAccount => run.service_account(),
+        }
+        run.finish(subject, &mut decision);
+        decision
+    }
+}
+
+/// Reads, filters and hashes one source secret for a credential.
+fn prepare(
+    credential: &Credential,
+    secret: &Secret,
+    notes: &mut Vec<String>,
+) -> Result<PreparedSource, CredentialProblem> {
+    let namespace = secret.metadata.namespace.clone().unwrap_or_default();
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let full = DockerConfig::from_secret(secret).map_err(|e| CredentialProblem {
+        reason: WarningReason::SourceInvalid,
+        message: format!("credential {}: {e}", credential.name),
+    })?;
+    for key in full.keys() {
+        if let Err(e) = RegistryKey::parse(key) {
+            notes.push(format!(
+                "credential {}: secret {namespace}/{name}: key skipped, as kubelet skips it: {e}",
+                credential.name
+            ));
+        }
+    }
+    let content = full.filter(|key| RegistryKey::parse(key).is_ok_and(|k| credential.selects(&k)));
+    if content.is_empty() {
+        return Err(CredentialProblem {
+            reason: WarningReason::SourceEmpty,
+            message: format!(
+                "credential {}: secret {namespace}/{name} has no registry entry selected by its registries",
+                credential.name
+            ),
+        });
+    }
+    let data = content.to_dockerconfigjson();
+    let hash = content.content_hash();
+    Ok(PreparedSource {
+        credential: credential.name.clone(),
+        copy_name: credential.copy_name_for(&name).to_string(),
+        source_namespace: namespace,
+        source_name: name,
+        content,
+        data,
+        hash,
+    })
+}
+
+fn labels_of(secret: &Secret) -> BTreeMap<String, String> {
+    secret.metadata.labels.clone().unwrap_or_default()
+}
+
+fn opted_out(
+    labels: Option<&BTreeMap<String, String>>,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> bool {
+    let off = |m: Option<&BTreeMap<String, String>>| {
+        m.and_then(|m| m.get(OPT_OUT_KEY))
+            .is_some_and(|v| v == "false")
+    };
+    off(labels) || off(annotations)
+}
+
+/// A secret already in the target namespace, selected by a `localSecretSelector`.
+struct LocalSecret {
+    credential: usize,
+    name: String,
+}
+
+/// The state of one decision while it runs.
+struct Run<'c> {
+    catalog: &'c Catalog,
+    ns: &'c NamespaceInfo,
+    view: &'c dyn ClusterView,
+    dry_run: bool,
+    /// Per credential: whether its namespace scope admits `ns`.
+    admitted: Vec<bool>,
+    /// Per (credential, source): availability, computed on first use.
+    availability: BTreeMap<(usize, usize), Availability>,
+    /// (credential, source) pairs to inject.
+    wanted: Vec<(usize, usize)>,
+    /// Local secrets and their selected keys.
+    local: Keyring<usize>,
+    local_secrets: Vec<LocalSecret>,
+    /// Indices into `local_secrets` to inject.
+    wanted_local: Vec<usize>,
+    warnings: Vec<Warning>,
+    /// Credentials whose namespace-independent problems were already reported.
+    reported: Vec<bool>,
+}
+
+impl<'c> Run<'c> {
+    fn new(
+        catalog: &'c Catalog,
+        ns: &'c NamespaceInfo,
+        view: &'c dyn ClusterView,
+        dry_run: bool,
+    ) -> Self {
+        let credentials = &catalog.config.credentials;
+        let admitted: Vec<bool> = credentials
+            .iter()
+            .map(|c| c.namespaces.admits(&ns.name, &ns.labels))
+            .collect();
+        let mut run = Run {
+            catalog,
+            ns,
+            view,
+            dry_run,
+            admitted,
+            availability: BTreeMap::new(),
+            wanted: Vec::new(),
+            local: Keyring::new(),
+            local_secrets: Vec::new(),
+            wanted_local: Vec::new(),
+            warnings: Vec::new(),
+            reported: vec![false; credentials.len()],
+        };
+        run.load_local_secrets();
+        run
+    }
+
+    fn load_local_secrets(&mut self) {
+        let credentials = &self.catalog.config.credentials;
+        if !credentials.iter().enumerate().any(|(i, c)| {
+            self.admitted[i] && matches!(c.source, Source::LocalSecretSelector { .. })
+        }) {
+            return;
+        }
+        let secrets = self.view.secrets_in(&self.ns.name);
+        for (ci, credential) in credentials.iter().enumerate() {
+            let Source::LocalSecretSelector { selector } = &credential.source else {
+                continue;
+            };
+            if !self.admitted[ci] {
+                continue;
+            }
+            for secret in &secrets {
+                if !selector.matches(&labels_of(secret)) {
+                    continue;
+                }
+                let name = secret.metadata.name.clone().unwrap_or_default();
+                let config = match DockerConfig::from_secret(secret) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.warnings.push(Warning {
+                            reason: WarningReason::LocalSecretInvalid,
+                            message: format!(
+                                "pull-secret-injector: credential {}: not injected: {e}",
+                                credential.name
+                            ),
+                        });
+                        continue;
+                    }
+                };
+                let li = self.local_secrets.len();
+                let mut any = false;
+                for key in config.keys() {
+                    if let Ok(k) = RegistryKey::parse(key)
+                        && credential.selects(&k)
+                    {
+                        self.local.add(k, li);
+                        any = true;
+                    }
+                }
+                if any {
+                    self.local_secrets.push(LocalSecret {
+                        credential: ci,
+                        name,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Reports a credential's source problems once, for credentials that are in scope.
+    fn report_problems(&mut self, ci: usize) {
+        if self.reported[ci] {
+            return;
+        }
+        self.reported[ci] = true;
+        for p in &self.catalog.problems[ci] {
+            self.warnings.push(Warning {
+                reason: p.reason,
+                message: format!("pull-secret-injector: {}; not injected", p.message),
+            });
+        }
+    }
+
+    fn availability(&mut self, ci: usize, si: usize) -> Availability {
+        if let Some(a) = self.availability.get(&(ci, si)) {
+            return a.clone();
+        }
+        let source = &self.catalog.sources[ci][si];
+        let a = self.compute_availability(source);
+        self.availability.insert((ci, si), a.clone());
+        a
+    }
+
+    fn compute_availability(&self, source: &PreparedSource) -> Availability {
+        let ns = &self.ns.name;
+        if *ns == source.source_namespace && source.copy_name == source.source_name {
+            // The source itself lives here: reference it, never copy it onto itself.
+            return Availability::Present;
+        }
+        let Some(existing) = self.view.secret(ns, &source.copy_name) else {
+            return Availability::Copy { update: false };
+        };
+        let meta = &existing.metadata;
+        let managed = meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(MANAGED_BY_LABEL))
+            .is_some_and(|v| v == MANAGED_BY_VALUE);
+        if !managed {
+            return Availability::Blocked(Warning {
+                reason: WarningReason::NameTaken,
+                message: format!(
+                    "pull-secret-injector: credential {}: secret {ns}/{} exists and is not managed by pull-secret-injector; left alone, not injected",
+                    source.credential, source.copy_name
+                ),
+            });
+        }
+        let annotation = |key: &str| {
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get(key))
+                .map(String::as_str)
+        };
+        if annotation(CONTENT_HASH_ANNOTATION) == Some(source.hash.as_str()) {
+            return Availability::Present;
+        }
+        let ours = annotation(CREDENTIAL_ANNOTATION) == Some(source.credential.as_str())
+            && annotation(SOURCE_ANNOTATION) == Some(source.source_ref().as_str());
+        if ours {
+            Availability::Copy { update: true }
+        } else {
+            Availability::Blocked(Warning {
+                reason: WarningReason::CopyConflict,
+                message: format!(
+                    "pull-secret-injector: credential {}: secret {ns}/{} is a copy made for credential {} with other content; not injected",
+                    source.credential,
+                    source.copy_name,
+                    annotation(CREDENTIAL_ANNOTATION).unwrap_or("(unknown)")
+                ),
+            })
+        }
+    }
+
+    fn pod(&mut self, images: &[&str], decision: &mut Decision) {
+        let mut seen: Vec<&str> = Vec::with_capacity(images.len());
+        for &raw in images {
+            if seen.contains(&raw) {
+                continue;
+            }
+            seen.push(raw);
+            let image = match ImageRef::parse(raw) {
+                Ok(i) => i,
+                Err(e) => {
+                    self.warnings.push(Warning {
+                        reason: WarningReason::InvalidImage,
+                        message: format!(
+                            "pull-secret-injector: {e}; no pull secret injected for it"
+                        ),
+                    });
+                    decision.images.push(ImageReport {
+                        image: raw.to_string(),
+                        registry: None,
+                        matches: Vec::new(),
+                    });
+                    continue;
+                }
+            };
+            let report = self.match_image(raw, &image);
+            decision.images.push(report);
+        }
+        // Credentials in scope whose source is broken may have been meant for these images:
+        // say so, unless their registries rule the images out.
+        for ci in 0..self.catalog.config.credentials.len() {
+            if self.admitted[ci]
+                && !self.catalog.problems[ci].is_empty()
+                && self.could_apply(ci, images)
+            {
+                self.report_problems(ci);
+            }
+        }
+    }
+
+    /// Whether a credential's `registries` admit any of the images (all do when omitted).
+    fn could_apply(&self, ci: usize, images: &[&str]) -> bool {
+        let credential = &self.catalog.config.credentials[ci];
+        let Some(patterns) = &credential.registries else {
+            return true;
+        };
+        images.iter().any(|raw| {
+            ImageRef::parse(raw).is_ok_and(|image| {
+                crate::keyring::Location::parse(&image.name())
+                    .is_ok_and(|loc| patterns.iter().any(|p| p.matches(&loc)))
+            })
+        })
+    }
+
+    fn match_image(&mut self, raw: &str, image: &ImageRef) -> ImageReport {
+        let name = image.name();
+        // kubelet's keyring holds every secret the pod will reference; a blocked copy will not
+        // be referenced, so it must not hide the Docker Hub fallback either.
+        let catalog = self.catalog;
+        let mut blocked = Vec::new();
+        let global: Vec<(&RegistryKey, (usize, usize))> = catalog
+            .keyring
+            .lookup_where(&name, |&(ci, si)| {
+                if !self.admitted[ci] {
+                    return false;
+                }
+                match self.availability(ci, si) {
+                    Availability::Blocked(w) => {
+                        blocked.push(w);
+                        false
+                    }
+                    _ => true,
+                }
+            })
+            .into_iter()
+            .map(|(k, v)| (k, *v))
+            .collect();
+        for w in blocked {
+            if !self.warnings.contains(&w) {
+                self.warnings.push(w);
+            }
+        }
+        let local: Vec<(&RegistryKey, usize)> = self
+            .local
+            .lookup(&name)
+            .into_iter()
+            .map(|(k, v)| (k, *v))
+            .collect();
+        // The fallback is decided over the union: a direct local match suppresses a global
+        // Docker Hub fallback and the other way round, as in one kubelet keyring.
+        let global_direct = global.iter().any(|(k, _)| !is_fallback(k, image));
+        let local_direct = local.iter().any(|(k, _)| !is_fallback(k, image));
+        let keep_global = |k: &RegistryKey| !local_direct || !is_fallback(k, image);
+        let keep_local = |k: &RegistryKey| !global_direct || !is_fallback(k, image);
+
+        let mut matches: Vec<(&RegistryKey, MatchReport)> = Vec::new();
+        for (key, (ci, si)) in global {
+            if !keep_global(key) {
+                continue;
+            }
+            let source = &catalog.sources[ci][si];
+            if !self.wanted.contains(&(ci, si)) {
+                self.wanted.push((ci, si));
+            }
+            matches.push((
+                key,
+                MatchReport {
+                    credential: source.credential.clone(),
+                    secret: source.copy_name.clone(),
+                    pattern: key.raw().to_string(),
+                },
+            ));
+        }
+        for (key, li) in local {
+            if !keep_local(key) {
+                continue;
+            }
+            let secret = &self.local_secrets[li];
+            if !self.wanted_local.contains(&li) {
+                self.wanted_local.push(li);
+            }
+            matches.push((
+                key,
+                MatchReport {
+                    credential: catalog.config.credentials[secret.credential].name.clone(),
+                    secret: secret.name.clone(),
+                    pattern: key.raw().to_string(),
+                },
+            ));
+        }
+        matches.sort_by(|a, b| b.0.normalized().as_bytes().cmp(a.0.normalized().as_bytes()));
+        ImageReport {
+            image: raw.to_string(),
+            registry: Some(image.domain().to_string()),
+            matches: matches.into_iter().map(|(_, m)| m).collect(),
+        }
+    }
+
+    fn service_account(&mut self) {
+        for ci in 0..self.catalog.config.credentials.len() {
+            if !self.admitted[ci] {
+                continue;
+            }
+            self.report_problems(ci);
+            for si in 0..self.catalog.sources[ci].len() {
+                match self.availability(ci, si) {
+                    Availability::Blocked(w) => self.warnings.push(w),
+                    _ => self.wanted.push((ci, si)),
+                }
+            }
+        }
+        self.wanted_local = (0..self.local_secrets.len()).collect();
+    }
+
+    /// Orders the wanted secrets by config order, drops names already present, and builds the
+    /// copy requests.
+    fn finish(mut self, subject: &Subject<'_>, decision: &mut Decision) {
+        let mut names: Vec<String> = Vec::new();
+        let mut copy_owner: BTreeMap<String, Arc<PreparedSource>> = BTreeMap::new();
+        for ci in 0..self.catalog.config.credentials.len() {
+            let mut globals: Vec<usize> = self
+                .wanted
+                .iter()
+                .filter(|(c, _)| *c == ci)
+                .map(|(_, s)| *s)
+                .collect();
+            globals.sort_unstable();
+            for si in globals {
+                let source = &self.catalog.sources[ci][si];
+                if let Some(owner) = copy_owner.get(&source.copy_name) {
+                    if owner.hash != source.hash {
+                        self.warnings.push(Warning {
+                            reason: WarningReason::CopyConflict,
+                            message: format!(
+                                "pull-secret-injector: credentials {} and {} both want a secret named {} with different content; only {} injected",
+                                owner.credential, source.credential, source.copy_name, owner.credential
+                            ),
+                        });
+                    }
+                    continue;
+                }
+                copy_owner.insert(source.copy_name.clone(), source.clone());
+                if let Availability::Copy { update } = self.availability(ci, si)
+                    && !self.dry_run
+                {
+                    decision.copies.push(CopyRequest {
+                        namespace: self.ns.name.clone(),
+                        source: source.clone(),
+                        update,
+                    });
+                }
+                if !names.contains(&source.copy_name) {
+                    names.push(source.copy_name.clone());
+                }
+            }
+            let mut locals: Vec<&LocalSecret> = self
+                .wanted_local
+                .iter()
+                .map(|&li| &self.local_secrets[li])
+                .filter(|l| l.credential == ci)
+                .collect();
+            locals.sort_by(|a, b| a.name.cmp(&b.name));
+            for local in locals {
+                if !names.contains(&local.name) {
+                    names.push(local.name.clone());
+                }
+            }
+        }
+        decision.add = names
+            .into_iter()
+            .filter(|n| !subject.existing.contains(&n.as_str()))
+            .collect();
+        decision.warnings.append(&mut self.warnings);
+    }
+}
+
+/// Whether a key matched this image only through kubelet's Docker Hub fallback.
+fn is_fallback(key: &RegistryKey, image: &ImageRef) -> bool {
+    key.is_default_registry()
+        && crate::keyring::Location::parse(&image.name()).is_ok_and(|loc| !key.matches(&loc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::ClusterState;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+
+    /// A fake pull secret holding one entry per key.
+    fn pull_secret(ns: &str, name: &str, keys: &[&str], labels: &[(&str, &str)]) -> Secret {
+        let auths: serde_json::Map<String, serde_json::Value> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let auth = STANDARD.encode(format!("user{i}:fake-password-{i}"));
+                (k.to_string(), serde_json::json!({ "auth": auth }))
+            })
+            .collect();
+        let data = serde_json::to_vec(&serde_json::json!({ "auths": auths })).unwrap();
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            type_: Some(DOCKER_CONFIG_JSON_TYPE.into()),
+            data: Some(BTreeMap::from([(
+                DOCKER_CONFIG_JSON_KEY.to_string(),
+                ByteString(data),
+            )])),
+            ..Default::default()
+        }
+    }
+
+    const CONFIG: &str = r#"
+credentials:
+  - name: icr
+    secret: default/all-icr-io
+    registries: ["icr.io", "*.icr.io"]
+    namespaces: {include: ["*"], exclude: ["openshift-*"]}
+  - name: hub
+    secret: registry-creds/dockerhub
+    namespaces: {include: ["team-*", "default"]}
+  - name: quay
+    secret: registry-creds/quay
+    namespaces: {include: ["team-*"], selector: {matchLabels: {quay: "yes"}}}
+"#;
+
+    fn cluster() -> ClusterState {
+        let mut state = ClusterState::new();
+        state.insert_secret(pull_secret(
+            "default",
+            "all-icr-io",
+            &["icr.io", "us.icr.io", "de.icr.io", "quay.io"],
+            &[],
+        ));
+        state.insert_secret(pull_secret(
+            "registry-creds",
+            "dockerhub",
+            &["https://index.docker.io/v1/"],
+            &[],
+        ));
+        state.insert_secret(pull_secret("registry-creds", "quay", &["quay.io"], &[]));
+        state
+    }
+
+    fn catalog(config: &str, state: &ClusterState) -> Catalog {
+        Catalog::build(
+            Config::from_yaml(config).unwrap(),
+            state,
+            Some("pull-secret-injector"),
+        )
+    }
+
+    fn pod<'a>(images: &[&'a str], existing: &[&'a str]) -> Subject<'a> {
+        Subject {
+            kind: SubjectKind::Pod,
+            name: None,
+            images: images.to_vec(),
+            existing: existing.to_vec(),
+            labels: None,
+            annotations: None,
+        }
+    }
+
+    fn sa(name: &str) -> Subject<'_> {
+        Subject {
+            kind: SubjectKind::ServiceAccount,
+            name: Some(name),
+            images: Vec::new(),
+            existing: Vec::new(),
+            labels: None,
+            annotations: None,
+        }
+    }
+
+    fn ns(name: &str, labels: &[(&str, &str)]) -> NamespaceInfo {
+        NamespaceInfo {
+            name: name.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn reasons(d: &Decision) -> Vec<WarningReason> {
+        d.warnings.iter().map(|w| w.reason).collect()
+    }
+
+    #[test]
+    fn pod_gets_exactly_the_credentials_kubelet_would_use() {
+        let state = cluster();
+        let c = catalog(CONFIG, &state);
+        let d = c.decide(
+            &pod(
+                &[
+                    "us.icr.io/team/app:1",
+                    "nginx",
+                    "quay.io/org/x",
+                    "gcr.io/p/x",
+                ],
+                &[],
+            ),
+            &ns("team-a", &[]),
+            &state,
+            false,
+        );
+        assert_eq!(d.add, ["all-icr-io", "dockerhub"]);
+        assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+        // quay.io is in all-icr-io's secret but icr's registries do not select it.
+        let quay = d
+            .images
+            .iter()
+            .find(|i| i.image == "quay.io/org/x")
+            .unwrap();
+        assert!(quay.matches.is_empty());
+        let hub = d.images.iter().find(|i| i.image == "nginx").unwrap();
+        assert_eq!(hub.registry.as_deref(), Some("docker.io"));
+        assert_eq!(
+            hub.matches,
+            [MatchReport {
+                credential: "hub".into(),
+                secret: "dockerhub".into(),
+                pattern: "https://index.docker.io/v1/".into()
+            }]
+        );
+        let names: Vec<&str> = d.copies.iter().map(|c| c.name()).collect();
+        assert_eq!(names, ["all-icr-io", "dockerhub"]);
+        assert!(
+            d.copies
+                .iter()
+                .all(|c| c.namespace == "team-a" && !c.update)
+        );
+    }
+
+    #[test]
+    fn copies_hold_only_the_selected_registries() {
+        let state = cluster();
+        let c = catalog(CONFIG, &state);
+        let d = c.decide(
+            &pod(&["us.icr.io/a/b"], &[]),
+            &ns("team-a", &[]),
+            &state,
+            false,
+        );
+        let copy = d.copies[0].source.copy_secret("team-a");
+        let data = &copy.data.as_ref().unwrap()[DOCKER_CONFIG_JSON_KEY].0;
+        let parsed = DockerConfig::from_dockerconfigjson(data).unwrap();
+        let keys: Vec<&str> = parsed.keys().collect();
+        assert_eq!(keys, ["de.icr.io", "icr.io", "us.icr.io"]);
+        let annotations = copy.metadata.annotations.unwrap();
+        assert_eq!(annotations[CREDENTIAL_ANNOTATION], "icr");
+        assert_eq!(annotations[SOURCE_ANNOTATION], "default/all-icr-io");
+        assert_eq!(annotations[CONTENT_HASH_ANNOTATION], parsed.content_hash());
+        assert_eq!(
+            copy.metadata.labels.unwrap()[MANAGED_BY_LABEL],
+            MANAGED_BY_VALUE
+        );
+        assert_eq!(copy.type_.as_deref(), Some(DOCKER_CONFIG_JSON_TYPE));
+    }
+
+    #[test]
+    fn names_follow_config_order_and_existing_entries_are_kept() {
+        let state = cluster();
+        let c = catalog(CONFIG, &state);
+        let team = ns("team-a", &[("quay", "yes")]);
+        let d = c.decide(
+            &pod(
+                &["quay.io/org/x", "busybox", "icr.io/ns/y"],
+                &["dockerhub", "mine"],
+            ),
+            &team,
+            &state,
+            false,
+        );
+        // dockerhub is already there: not added again, but its copy is still ensured.
+        assert_eq!(d.add, ["all-icr-io", "quay"]);
+        assert!(d.copies.iter().any(|c| c.name() == "dockerhub"));
+    }
+
+    #[test]
+    fn all_container_lists_count() {
+        let state = cluster();
+        let c = catalog(CONFIG, &state);
+        // The admission layer flattens init, regular and ephemeral containers into images;
+        // duplicates are looked up once.
+        let d = c.decide(
+            &pod(&["icr.io/a/init", "nginx", "nginx", "icr.io/a/debug"], &[]),
+            &ns("team-a", &[]),
+            &state,
+            false,
+        );
+        assert_eq!(d.add, ["all-icr-io", "dockerhub"]);
+        assert_eq!(d.images.len(), 3);
+    }
+
+    #[test]
+    fn the_source_namespace_references_the_source_itself() {
+        let state = cluster();
+        let c = catalog(CONFIG, &state);
+        let d = c.decide(
+            &pod(&["us.icr.io/a/b"], &[]),
+            &ns("default", &[]),
+            &state,
+            false,
+        );
+        assert_eq!(d.add, ["all-icr-io"]);
+        assert!(d.copies.is_empty());
+    }
+
+    #[test]
+    fn namespaces_never_touched() {
+        let state = cluster();
+        let c = catalog(CONFIG, &state);
+        let subject = pod(&["us.icr.io/a/b"], &[]);
+        for name in [
+            "kube-system",
+            "kube-public",
+            "kube-node-lease",
+            "pull-secret-injector",
+        ] {
+            let d = c.decide(&subject, &ns(name, &[]), &state, false);
+            assert!(d.add.is_empty() && d.copies.is_empty(), "{name}");
+            assert!(d.skipped.is_some(), "{name}");
+        }
+        let labelled = ns("team-a", &[(OPT_OUT_KEY, "false")]);
+        assert!(c.decide(&subject, &labelled, &state, false).add.is_empty());
+        let mut annotated = ns("team-a", &[]);
+        annotated
+            .annotations
+            .insert(OPT_OUT_KEY.into(), "false".into());
+        assert!(c.decide(&subject, &annotated, &state, false).add.is_empty());
+        // Scope: icr excludes openshift-*.
+        assert!(
+            c.decide(&subject, &ns("openshift-x", &[]), &state, false)
+                .add
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn objects_can_opt_out() {
+        let state = cluster();
+        let c = catalog(CONFIG, &state);
+        let labels = BTreeMap::from([(OPT_OUT_KEY.to_string(), "false".to_string())]);
+        let mut subject = pod(&["us.icr.io/a/b"], &[]);
+        subject.labels = Some(&labels);
+        assert!(
+            c.decide(&subject, &ns("team-a", &[]), &state, false)
+                .add
+                .is_empty()
+        );
+        let mut subject = pod(&["us.icr.io/a/b"], &[]);
+        subject.annotations = Some(&labels);
+        assert!(
+            c.decide(&subject, &ns("team-a", &[]), &state, false)
+                .add
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn terminating_namespaces_are_skipped_with_a_warning() {
+        let state = cluster();
+        let c = catalog(CONFIG, &state);
+        let mut gone = ns("team-a", &[]);
+        gone.terminating = true;
+        let d = c.decide(&pod(&["us.icr.io/a/b"], &[]), &gone, &state, false);
+        assert!(d.add.is_empty() && d.copies.is_empty());
+        assert_eq!(reasons(&d), [WarningReason::NamespaceTerminating]);
+    }
+
+    #[test]
+    fn dry_run_returns_the_same_names_and_no_copies() {
+        let state = cluster();
+        let c = catalog(CONFIG, &state);
+        let subject = pod(&["us.icr.io/a/b", "nginx"], &[]);
+        let wet = c.decide(&subject, &ns("team-a", &[]), &state, false);
+        let dry = c.decide(&subject, &ns("team-a", &[]), &state, true);
+        assert_eq!(wet.add, dry.add);
+        assert_eq!(wet.copies.len(), 2);
+        assert!(dry.copies.is_empty());
+    }
+
+    #[test]
+    fn foreign_secrets_are_never_overwritten() {
+        let mut state = cluster();
+        state.insert_secret(pull_secret("team-a", "all-icr-io", &["us.icr.io"], &[]));
+        let c = catalog(CONFIG, &state);
+        let d = c.decide(
+            &pod(&["us.icr.io/a/b"], &[]),
+            &ns("team-a", &[]),
+            &state,
+            false,
+        );
+        assert!(d.add.is_empty());
+        assert!(d.copies.is_empty());
+        assert_eq!(reasons(&d), [WarningReason::NameTaken]);
+        assert!(
+            d.warnings[0].message.contains("team-a/all-icr-io"),
+            "{}",
+            d.warnings[0]
+        );
+    }
+
+    #[test]
+    fn managed_copies_are_reused_or_refreshed() {
+        let mut state = cluster();
+        let c = catalog(CONFIG, &state);
+        let subject = pod(&["us.icr.io/a/b"], &[]);
+        let first = c.decide(&subject, &ns("team-a", &[]), &state, false);
+        let mut copy = first.copies[0].source.copy_secret("team-a");
+        state.insert_secret(copy.clone());
+        let again = c.decide(&subject, &ns("team-a", &[]), &state, false);
+        assert_eq!(again.add, ["all-icr-io"]);
+        assert!(
+            again.copies.is_empty(),
+            "an up-to-date copy is not rewritten"
+        );
+
+        copy.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(CONTENT_HASH_ANNOTATION.into(), "sha256:old".into());
+        state.insert_secret(copy.clone());
+        let stale = c.decide(&subject, &ns("team-a", &[]), &state, false);
+        assert_eq!(stale.add, ["all-icr-io"]);
+        assert!(stale.copies[0].update);
+
+        copy.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(CREDENTIAL_ANNOTATION.into(), "someone-else".into());
+        state.insert_secret(copy);
+        let conflict = c.decide(&subject, &ns("team-a", &[]), &state, false);
+        assert!(conflict.add.is_empty());
+        assert_eq!(reasons(&conflict), [WarningReason::CopyConflict]);
+    }
+
+    #[test]
+    fn missing_and_malformed_sources_are_reported_never_injected() {
+        let mut state = cluster();
+        let mut broken = pull_secret("registry-creds", "dockerhub", &[], &[]);
+        broken.data = Some(BTreeMap::from([(
+            DOCKER_CONFIG_JSON_KEY.to_string(),
+            ByteString(br#"{"auths":{"https://index.docker.io/v1/":{"auth":5}}}"#.to_vec()),
+        )]));
+        state.insert_secret(broken);
+        let config = format!(
+            "{CONFIG}  - name: gone\n    secret: default/nope\n    registries: [\"gcr.io\"]\n    namespaces: {{include: [\"*\"]}}\n"
+        );
+        let c = catalog(&config, &state);
+        assert_eq!(c.problems().len(), 2, "{:?}", c.problems());
+        let d = c.decide(
+            &pod(&["nginx", "gcr.io/p/a"], &[]),
+            &ns("team-a", &[]),
+            &state,
+            false,
+        );
+        assert!(d.add.is_empty(), "{:?}", d.add);
+        assert_eq!(
+            reasons(&d),
+            [WarningReason::SourceInvalid, WarningReason::SourceMissing]
+        );
+        assert!(d.warnings[1].message.contains("default/nope"));
+        // gone's registries do not cover quay.io: no warning about it for such a pod.
+        let d = c.decide(
+            &pod(&["us.icr.io/a/b"], &[]),
+            &ns("team-a", &[]),
+            &state,
+            false,
+        );
+        assert_eq!(reasons(&d), [WarningReason::SourceInvalid]);
+    }
+
+    #[test]
+    fn invalid_images_are_reported_and_the_rest_injected() {
+        let state = cluster();
+        let c = catalog(CONFIG, &state);
+        let d = c.decide(
+            &pod(&["Nginx", "us.icr.io/a/b"], &[]),
+            &ns("team-a", &[]),
+            &state,
+            false,
+        );
+        assert_eq!(d.add, ["all-icr-io"]);
+        assert_eq!(reasons(&d), [WarningReason::InvalidImage]);
+        assert!(d.warnings[0].message.contains("\"Nginx\""));
+    }
+
+    #[test]
+    fn service_accounts_receive_every_credential_in_scope() {
+        let state = cluster();
+        let c = catalog(CONFIG, &state);
+        let d = c.decide(
+            &sa("default"),
+            &ns("team-a", &[("quay", "yes")]),
+            &state,
+            false,
+        );
+        assert_eq!(d.add, ["all-icr-io", "dockerhub", "quay"]);
+        assert_eq!(d.copies.len(), 3);
+        let d = c.decide(&sa("default"), &ns("team-b", &[]), &state, false);
+        assert_eq!(d.add, ["all-icr-io", "dockerhub"]);
+        let d = c.decide(&sa("builder"), &ns("team-a", &[]), &state, false);
+        assert!(d.add.is_empty() && d.skipped.is_some());
+    }
+
+    #[test]
+    fn pods_false_turns_pod_injection_off() {
+        let state = cluster();
+        let c = catalog(&format!("{CONFIG}pods: false\n"), &state);
+        let d = c.decide(
+            &pod(&["us.icr.io/a/b"], &[]),
+            &ns("team-a", &[]),
+            &state,
+            false,
+        );
+        assert!(d.add.is_empty() && d.skipped.is_some());
+        let d = c.decide(&sa("default"), &ns("team-a", &[]), &state, false);
+        assert_eq!(d.add, ["all-icr-io", "dockerhub"]);
+    }
+
+    #[test]
+    fn docker_hub_fallback_follows_the_pods_whole_keyring() {
+        let mut state = cluster();
+        state.insert_secret(pull_secret(
+            "registry-creds",
+            "hub-org",
+            &["docker.io/myorg"],
+            &[],
+        ));
+        let config = format!(
+            "{CONFIG}  - name: hub-org\n    secret: registry-creds/hub-org\n    namespaces: {{include: [\"team-*\"]}}\n"
+        );
+        let c = catalog(&config, &state);
+        let team = ns("team-a", &[]);
+        // A direct docker.io/myorg match means kubelet never falls back to index.docker.io.
+        let d = c.decide(&pod(&["myorg/app"], &[]), &team, &state, false);
+        assert_eq!(d.add, ["hub-org"]);
+        // Other Hub images still use the fallback.
+        let d = c.decide(&pod(&["otherorg/app"], &[]), &team, &state, false);
+        assert_eq!(d.add, ["dockerhub"]);
+        // registry-1.docker.io is never a Hub match.
+        let d = c.decide(
+            &pod(&["registry-1.docker.io/myorg/app"], &[]),
+            &team,
+            &state,
+            false,
+        );
+        assert!(d.add.is_empty());
+
+        // When the direct match is blocked (foreign secret), it will not be referenced, so
+        // kubelet would fall back: the fallback credential is injected.
+        state.insert_secret(pull_secret("team-a", "hub-org", &["docker.io"], &[]));
+        let c = catalog(&config, &state);
+        let d = c.decide(&pod(&["myorg/app"], &[]), &team, &state, false);
+        assert_eq!(d.add, ["dockerhub"]);
+        assert_eq!(reasons(&d), [WarningReason::NameTaken]);
+    }
+
+    #[test]
+    fn local_secrets_are_referenced_not_copied() {
+        let mut state = cluster();
+        let local = [("pull-secret-injector/local", "true")];
+        state.insert_secret(pull_secret(
+            "runai-p1",
+            "p1-hub",
+            &["https://index.docker.io/v1/"],
+            &local,
+        ));
+        state.insert_secret(pull_secret("runai-p1", "p1-nvcr", &["nvcr.io"], &local));
+        let mut bad = pull_secret("runai-p1", "p1-bad", &["quay.io"], &local);
+        bad.data = Some(BTreeMap::from([(
+            DOCKER_CONFIG_JSON_KEY.to_string(),
+            ByteString(b"not json".to_vec()),
+        )]));
+        state.insert_secret(bad);
+        state.insert_secret(pull_secret("runai-p1", "unlabelled", &["quay.io"], &[]));
+        let config = r#"
+credentials:
+  - name: project-local
+    localSecretSelector: {matchLabels: {pull-secret-injector/local: "true"}}
+    namespaces: {include: ["runai-*"]}
+"#;
+        let c = catalog(config, &state);
+        let p1 = ns("runai-p1", &[]);
+        let d = c.decide(
+            &pod(
+                &["python:3.11", "nvcr.io/nvidia/pytorch:24.01", "quay.io/x/y"],
+                &[],
+            ),
+            &p1,
+            &state,
+            false,
+        );
+        assert_eq!(d.add, ["p1-hub", "p1-nvcr"]);
+        assert!(d.copies.is_empty());
+        assert_eq!(reasons(&d), [WarningReason::LocalSecretInvalid]);
+        assert!(!d.warnings[0].message.contains("not json"));
+        let d = c.decide(&sa("default"), &p1, &state, false);
+        assert_eq!(d.add, ["p1-hub", "p1-nvcr"]);
+        let d = c.decide(&sa("default"), &ns("team-a", &[]), &state, false);
+        assert!(d.add.is_empty());
+    }
+
+    #[test]
+    fn secret_selector_copies_every_selected_secret_in_name_order() {
+        let mut state = cluster();
+        let wide = [("runai/cluster-wide", "true")];
+        state.insert_secret(pull_secret(
+            "runai",
+            "z-hub",
+            &["https://index.docker.io/v1/"],
+            &wide,
+        ));
+        state.insert_secret(pull_secret("runai", "a-nvcr", &["nvcr.io"], &wide));
+        state.insert_secret(pull_secret("runai", "other", &["nvcr.io"], &[]));
+        let config = r#"
+credentials:
+  - name: runai-cluster-wide
+    secretSelector: {namespace: runai, matchLabels: {runai/cluster-wide: "true"}}
+    namespaces: {include: ["runai-*"]}
+"#;
+        let c = catalog(config, &state);
+        let d = c.decide(&sa("default"), &ns("runai-p1", &[]), &state, false);
+        assert_eq!(d.add, ["a-nvcr", "z-hub"]);
+        let d = c.decide(
+            &pod(&["nvcr.io/nvidia/x"], &[]),
+            &ns("runai-p1", &[]),
+            &state,
+            false,
+        );
+        assert_eq!(d.add, ["a-nvcr"]);
+    }
+
+    #[test]
+    fn warnings_never_carry_secret_material() {
+        let mut state = cluster();
+        state.insert_secret(pull_secret("team-a", "all-icr-io", &["us.icr.io"], &[]));
+        let c = catalog(CONFIG, &state);
+        let d = c.decide(
+            &pod(&["us.icr.io/a/b", "nginx"], &[]),
+            &ns("team-a", &[]),
+            &state,
+            false,
+        );
+        let text = format!("{:?} {:?}", d.warnings, d.copies);
+        assert!(!text.contains("fake-password"), "{text}");
+        assert!(
+            !text.contains(&STANDARD.encode("user0:fake-password-0")),
+            "{text}"
+        );
+    }
+}
