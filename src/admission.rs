@@ -394,3 +394,401 @@ fn injection_patch(
     }
     Patch(ops)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::state::ClusterState;
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const CONFIG: &str = r#"
+credentials:
+  - name: icr
+    secret: default/all-icr-io
+    namespaces: {include: ["*"]}
+  - name: hub
+    secret: creds/dockerhub
+    namespaces: {include: ["team-*"]}
+"#;
+
+    fn secret(ns: &str, name: &str, key: &str) -> serde_json::Value {
+        let config = json!({"auths": {key: {"auth": STANDARD.encode("u:fake-password")}}});
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": name, "namespace": ns},
+            "data": {".dockerconfigjson": STANDARD.encode(config.to_string())}})
+    }
+
+    fn setup() -> (Catalog, ClusterState) {
+        let mut state = ClusterState::new();
+        let docs = [
+            secret("default", "all-icr-io", "us.icr.io"),
+            secret("creds", "dockerhub", "https://index.docker.io/v1/"),
+        ];
+        for d in docs {
+            state.load_manifests("test", &d.to_string()).unwrap();
+        }
+        let catalog = Catalog::build(Config::from_yaml(CONFIG).unwrap(), &state, Some("psi"));
+        (catalog, state)
+    }
+
+    fn review_of(
+        kind: &str,
+        resource: &str,
+        operation: &str,
+        object: serde_json::Value,
+        dry_run: bool,
+    ) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "0f5b6a1e-1111-2222-3333-444455556666",
+                "kind": {"group": "", "version": "v1", "kind": kind},
+                "resource": {"group": "", "version": "v1", "resource": resource},
+                "namespace": "team-a", "operation": operation,
+                "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+                "object": object, "oldObject": null, "dryRun": dry_run
+            }
+        }))
+        .unwrap()
+    }
+
+    fn pod(
+        images: &[&str],
+        pull_secrets: Option<&[&str]>,
+        annotations: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let mut pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "web-5d8f7-", "namespace": "team-a"},
+            "spec": {
+                "serviceAccountName": "default",
+                "containers": images.iter().enumerate()
+                    .map(|(i, image)| json!({"name": format!("c{i}"), "image": image}))
+                    .collect::<Vec<_>>()
+            }
+        });
+        if let Some(names) = pull_secrets {
+            pod["spec"]["imagePullSecrets"] = names.iter().map(|n| json!({"name": n})).collect();
+        }
+        if let Some(a) = annotations {
+            pod["metadata"]["annotations"] = a;
+        }
+        pod
+    }
+
+    fn apply(object: &serde_json::Value, response: &Response) -> serde_json::Value {
+        let mut patched = object.clone();
+        if let Some(patch) = response.decoded_patch() {
+            json_patch::patch(&mut patched, &patch).expect("the patch applies");
+        }
+        patched
+    }
+
+    fn pull_secret_names(pod: &Pod) -> Vec<String> {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.as_ref())
+            .map(|l| l.iter().map(|r| r.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn pod_without_pull_secrets_gets_the_array_and_the_annotation_created() {
+        let (catalog, state) = setup();
+        let object = pod(&["us.icr.io/ns/app:1", "nginx"], None, None);
+        let reviewed = review(
+            &catalog,
+            &state,
+            &review_of("Pod", "pods", "CREATE", object.clone(), false),
+        )
+        .unwrap();
+        let patched: Pod = serde_json::from_value(apply(&object, &reviewed.response)).unwrap();
+        assert_eq!(pull_secret_names(&patched), ["all-icr-io", "dockerhub"]);
+        assert_eq!(
+            patched.metadata.annotations.unwrap()[INJECTED_ANNOTATION],
+            "all-icr-io,dockerhub"
+        );
+        assert_eq!(reviewed.outcome.name, "web-5d8f7-*");
+        assert_eq!(reviewed.outcome.decision.unwrap().copies.len(), 2);
+    }
+
+    #[test]
+    fn existing_entries_and_annotations_are_kept_and_extended() {
+        let (catalog, state) = setup();
+        let object = pod(
+            &["us.icr.io/ns/app:1", "nginx"],
+            Some(&["mine", "dockerhub"]),
+            Some(json!({"team": "a", INJECTED_ANNOTATION: "dockerhub"})),
+        );
+        let reviewed = review(
+            &catalog,
+            &state,
+            &review_of("Pod", "pods", "CREATE", object.clone(), false),
+        )
+        .unwrap();
+        let patched: Pod = serde_json::from_value(apply(&object, &reviewed.response)).unwrap();
+        assert_eq!(
+            pull_secret_names(&patched),
+            ["mine", "dockerhub", "all-icr-io"]
+        );
+        let annotations = patched.metadata.annotations.unwrap();
+        assert_eq!(annotations["team"], "a");
+        assert_eq!(annotations[INJECTED_ANNOTATION], "dockerhub,all-icr-io");
+    }
+
+    #[test]
+    fn nothing_to_add_means_no_patch() {
+        let (catalog, state) = setup();
+        let object = pod(&["us.icr.io/ns/app:1"], Some(&["all-icr-io"]), None);
+        let reviewed = review(
+            &catalog,
+            &state,
+            &review_of("Pod", "pods", "CREATE", object, false),
+        )
+        .unwrap();
+        assert!(reviewed.response.patch.is_none());
+        assert!(reviewed.response.patch_type.is_none());
+        assert!(reviewed.response.allowed);
+    }
+
+    #[test]
+    fn service_account_patch_targets_the_top_level_list() {
+        let (catalog, state) = setup();
+        let object = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "default", "namespace": "team-a"}});
+        let reviewed = review(
+            &catalog,
+            &state,
+            &review_of(
+                "ServiceAccount",
+                "serviceaccounts",
+                "CREATE",
+                object.clone(),
+                false,
+            ),
+        )
+        .unwrap();
+        let patched: ServiceAccount =
+            serde_json::from_value(apply(&object, &reviewed.response)).unwrap();
+        let names: Vec<String> = patched
+            .image_pull_secrets
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["all-icr-io", "dockerhub"]);
+    }
+
+    #[test]
+    fn dry_run_gives_the_same_patch_and_no_copies() {
+        let (catalog, state) = setup();
+        let object = pod(&["us.icr.io/ns/app:1"], None, None);
+        let wet = review(
+            &catalog,
+            &state,
+            &review_of("Pod", "pods", "CREATE", object.clone(), false),
+        )
+        .unwrap();
+        let dry = review(
+            &catalog,
+            &state,
+            &review_of("Pod", "pods", "CREATE", object, true),
+        )
+        .unwrap();
+        assert_eq!(wet.response.patch, dry.response.patch);
+        assert!(dry.outcome.decision.unwrap().copies.is_empty());
+        assert_eq!(wet.outcome.decision.unwrap().copies.len(), 1);
+    }
+
+    #[test]
+    fn other_operations_kinds_and_subresources_pass_unchanged() {
+        let (catalog, state) = setup();
+        let object = pod(&["us.icr.io/ns/app:1"], None, None);
+        for body in [
+            review_of("Pod", "pods", "UPDATE", object.clone(), false),
+            review_of(
+                "Deployment",
+                "deployments",
+                "CREATE",
+                json!({"spec": {}}),
+                false,
+            ),
+            review_of("Pod", "pods", "DELETE", object.clone(), false),
+        ] {
+            let reviewed = review(&catalog, &state, &body).unwrap();
+            assert!(reviewed.response.allowed && reviewed.response.patch.is_none());
+            assert!(reviewed.outcome.decision.is_none());
+        }
+        let mut with_sub: serde_json::Value =
+            serde_json::from_slice(&review_of("Pod", "pods", "CREATE", object, false)).unwrap();
+        with_sub["request"]["subResource"] = json!("binding");
+        let reviewed = review(&catalog, &state, &serde_json::to_vec(&with_sub).unwrap()).unwrap();
+        assert!(reviewed.response.patch.is_none());
+    }
+
+    #[test]
+    fn response_is_admission_review_v1_with_a_base64_patch() {
+        let (catalog, state) = setup();
+        let object = pod(&["us.icr.io/ns/app:1"], None, None);
+        let reviewed = review(
+            &catalog,
+            &state,
+            &review_of("Pod", "pods", "CREATE", object, false),
+        )
+        .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&reviewed.body).unwrap();
+        assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(body["kind"], "AdmissionReview");
+        assert_eq!(
+            body["response"]["uid"],
+            "0f5b6a1e-1111-2222-3333-444455556666"
+        );
+        assert_eq!(body["response"]["allowed"], true);
+        assert_eq!(body["response"]["patchType"], "JSONPatch");
+        // kube-apiserver decodes []byte from base64: an array of numbers would be refused.
+        let patch = body["response"]["patch"]
+            .as_str()
+            .expect("patch is a string");
+        let ops: serde_json::Value =
+            serde_json::from_slice(&STANDARD.decode(patch).unwrap()).unwrap();
+        assert_eq!(ops[0]["op"], "add");
+        assert_eq!(ops[0]["path"], "/spec/imagePullSecrets");
+        assert_eq!(ops[1]["path"], "/metadata/annotations");
+    }
+
+    #[test]
+    fn warnings_reach_the_response() {
+        let (catalog, state) = setup();
+        let object = pod(&["Bad/Image", "nginx"], None, None);
+        let reviewed = review(
+            &catalog,
+            &state,
+            &review_of("Pod", "pods", "CREATE", object, false),
+        )
+        .unwrap();
+        assert_eq!(reviewed.response.warnings.len(), 1);
+        assert!(reviewed.response.warnings[0].contains("\"Bad/Image\""));
+        assert!(reviewed.response.patch.is_some());
+    }
+
+    #[test]
+    fn unreadable_objects_are_allowed_with_a_warning() {
+        let (catalog, state) = setup();
+        let object = json!({"metadata": {"name": "p", "namespace": "team-a"}, "spec": {"containers": {"image": "x"}}});
+        let reviewed = review(
+            &catalog,
+            &state,
+            &review_of("Pod", "pods", "CREATE", object, false),
+        )
+        .unwrap();
+        assert!(reviewed.response.allowed && reviewed.response.patch.is_none());
+        assert!(
+            reviewed.response.warnings[0].contains("spec.containers is not a list"),
+            "{:?}",
+            reviewed.response.warnings
+        );
+    }
+
+    #[test]
+    fn malformed_reviews_are_errors_that_name_the_cause_and_not_the_content() {
+        let (catalog, state) = setup();
+        let cases: &[(&[u8], &str)] = &[
+            (b"", "malformed AdmissionReview: body ends too early"),
+            (b"{not json fake-password-7", "malformed AdmissionReview: body is not valid JSON at line 1 column 2"),
+            (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#, "malformed AdmissionReview: it has no request"),
+            (br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":null}"#, "only admission.k8s.io/v1 is served"),
+            (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"fake-password-7"}}"#,
+                "malformed AdmissionReview: does not fit the AdmissionReview schema (missing field `kind`)"),
+            (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":["fake-password-7"]}}"#,
+                "malformed AdmissionReview: does not fit the AdmissionReview schema (invalid value, expected a string)"),
+        ];
+        for (body, want) in cases {
+            let err = review(&catalog, &state, body).unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} lacks {want:?}");
+            assert!(!err.contains("fake-password"), "{err}");
+        }
+    }
+
+    fn images() -> impl Strategy<Value = Vec<&'static str>> {
+        proptest::collection::vec(
+            proptest::sample::select(vec![
+                "us.icr.io/ns/app:1",
+                "nginx",
+                "busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                "quay.io/x/y",
+                "registry-1.docker.io/a/b",
+                "UPPER/case",
+                "localhost:5000/x",
+            ]),
+            0..6,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn every_patch_applies_and_yields_a_valid_pod_without_duplicates(
+            images in images(),
+            existing in proptest::option::of(proptest::sample::subsequence(vec!["mine", "all-icr-io", "dockerhub", "other"], 0..4)),
+            annotations in proptest::option::of(proptest::option::of("[a-z,-]{0,20}")),
+            dry_run in any::<bool>(),
+        ) {
+            let (catalog, state) = setup();
+            let annotations = annotations.map(|recorded| match recorded {
+                Some(v) => json!({"x": "y", INJECTED_ANNOTATION: v}),
+                None => json!({}),
+            });
+            let object = pod(&images, existing.as_deref(), annotations);
+            let reviewed = review(&catalog, &state, &review_of("Pod", "pods", "CREATE", object.clone(), dry_run)).unwrap();
+            prop_assert!(reviewed.response.allowed);
+            let patched: Pod = serde_json::from_value(apply(&object, &reviewed.response)).unwrap();
+            let names = pull_secret_names(&patched);
+            let mut unique = names.clone();
+            unique.sort();
+            unique.dedup();
+            prop_assert_eq!(unique.len(), names.len(), "duplicates in {:?}", names);
+            let before: Vec<String> = existing.unwrap_or_default().iter().map(|s| s.to_string()).collect();
+            prop_assert_eq!(&names[..before.len()], &before[..]);
+            if names.len() > before.len() {
+                let recorded = patched.metadata.annotations.unwrap_or_default();
+                let recorded = recorded.get(INJECTED_ANNOTATION).cloned().unwrap_or_default();
+                for added in &names[before.len()..] {
+                    prop_assert!(recorded.split(',').any(|r| r == added));
+                }
+            }
+        }
+
+        #[test]
+        fn every_service_account_patch_applies(
+            existing in proptest::option::of(proptest::sample::subsequence(vec!["mine", "all-icr-io", "dockerhub"], 0..3)),
+            name in proptest::sample::select(vec!["default", "builder"]),
+        ) {
+            let (catalog, state) = setup();
+            let mut object = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": name, "namespace": "team-a"}});
+            if let Some(e) = &existing {
+                object["imagePullSecrets"] = e.iter().map(|n| json!({"name": n})).collect();
+            }
+            let reviewed = review(&catalog, &state, &review_of("ServiceAccount", "serviceaccounts", "CREATE", object.clone(), false)).unwrap();
+            let patched: ServiceAccount = serde_json::from_value(apply(&object, &reviewed.response)).unwrap();
+            let names: Vec<String> = patched.image_pull_secrets.unwrap_or_default().into_iter().map(|r| r.name).collect();
+            let mut unique = names.clone();
+            unique.sort();
+            unique.dedup();
+            prop_assert_eq!(unique.len(), names.len());
+            if name == "default" {
+                prop_assert!(names.contains(&"all-icr-io".to_string()) && names.contains(&"dockerhub".to_string()));
+            } else {
+                prop_assert!(reviewed.response.patch.is_none());
+            }
+        }
+
+        #[test]
+        fn review_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let (catalog, state) = setup();
+            let _ = review(&catalog, &state, &body);
+        }
+    }
+}
