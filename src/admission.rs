@@ -144,23 +144,13 @@ fn describe_json_error(e: &serde_json::Error) -> String {
         Category::Data => {
             return format!(
                 "does not fit the AdmissionReview schema ({}) at line {} column {}",
-                strip_values(&e.to_string()),
+                crate::redact::serde_message(&e.to_string()),
                 e.line(),
                 e.column()
             );
         }
     };
     format!("body {what} at line {} column {}", e.line(), e.column())
-}
-
-/// Keeps serde's structural message (`missing field `uid``, `expected a string`) and drops
-/// quoted input values.
-fn strip_values(message: &str) -> String {
-    let message = message.split(" at line ").next().unwrap_or(message);
-    match message.find(", expected") {
-        Some(i) if message.starts_with("invalid") => format!("invalid value{}", &message[i..]),
-        _ => message.to_string(),
-    }
 }
 
 fn operation_name(op: &Operation) -> &'static str {
@@ -703,7 +693,7 @@ credentials:
             (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"fake-password-7"}}"#,
                 "malformed AdmissionReview: does not fit the AdmissionReview schema (missing field `kind`)"),
             (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":["fake-password-7"]}}"#,
-                "malformed AdmissionReview: does not fit the AdmissionReview schema (invalid value, expected a string)"),
+                "malformed AdmissionReview: does not fit the AdmissionReview schema (unexpected value, expected a string)"),
         ];
         for (body, want) in cases {
             let err = review(&catalog, &state, body).unwrap_err().to_string();

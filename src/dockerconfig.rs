@@ -255,13 +255,87 @@ fn sorted(value: Value) -> Value {
 }
 
 fn parse_json(bytes: &[u8], context: &str) -> Result<Value, DockerConfigError> {
-    // Only the position: serde_json's messages may quote pieces of the (secret) input.
-    serde_json::from_slice(bytes).map_err(|e| {
-        invalid(
-            context,
-            format!("not valid JSON (line {} column {})", e.line(), e.column()),
-        )
-    })
+    // Only the position and our own duplicate-key message: serde_json's other messages may
+    // quote pieces of the (secret) input.
+    serde_json::from_slice::<Strict>(bytes)
+        .map(|s| s.0)
+        .map_err(|e| {
+            let what = if e.to_string().starts_with(DUPLICATE_KEY) {
+                "a JSON object repeats a key"
+            } else {
+                "not valid JSON"
+            };
+            invalid(
+                context,
+                format!("{what} (line {} column {})", e.line(), e.column()),
+            )
+        })
+}
+
+const DUPLICATE_KEY: &str = "duplicate key";
+
+/// A JSON value whose objects never repeat a key.
+///
+/// Go's decoder reads every occurrence of a repeated key, so `{"auth":5,"auth":"dTpw"}` breaks
+/// kubelet while serde_json (last one wins) would accept it. Rejecting repeats is the safe side:
+/// such a secret is reported instead of being copied.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if out.insert(key, value).is_some() {
+                return Err(serde::de::Error::custom(DUPLICATE_KEY));
+            }
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 /// Rejects what makes kubelet's `DockerConfigEntry.UnmarshalJSON` fail.
@@ -516,6 +590,20 @@ mod tests {
                 .to_string();
             assert_eq!(&err, want);
             assert!(!err.contains("fake-password"), "{err}");
+        }
+    }
+
+    #[test]
+    fn repeated_keys_are_refused_because_go_reads_every_occurrence() {
+        for json in [
+            r#"{"auths":{"r.io":{"auth":5,"auth":"dTpw"}}}"#,
+            r#"{"auths":{"r.io":{"auth":"dTpw"}},"auths":{}}"#,
+            r#"{"auths":{"r.io":{},"r.io":{"auth":"dTpw"}}}"#,
+        ] {
+            let err = DockerConfig::from_dockerconfigjson(json.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("a JSON object repeats a key"), "{err}");
         }
     }
 

@@ -9,4 +9,5 @@ pub mod glob;
 pub mod image;
 pub mod keyring;
 pub mod policy;
+pub mod redact;
 pub mod state;

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use serde::Deserialize;
 
@@ -206,16 +207,30 @@ impl ClusterState {
                 Ok(n)
             }
             "Namespace" => {
-                let ns: Namespace =
-                    serde_json::from_value(value).map_err(|e| object_error(schema_reason(&e)))?;
+                let ns: Namespace = serde_json::from_value(value)
+                    .map_err(|e| object_error(crate::redact::serde_message(&e.to_string())))?;
                 let info = NamespaceInfo::from_namespace(&ns)
                     .ok_or_else(|| object_error("metadata.name is required".to_string()))?;
                 self.insert_namespace(info);
                 Ok(1)
             }
             "Secret" => {
-                let secret: Secret =
-                    serde_json::from_value(value).map_err(|e| object_error(schema_reason(&e)))?;
+                // k8s-openapi's base64 error quotes the offending byte and its offset: check
+                // the encoding first so the message names the key and nothing of the data.
+                if let Some(serde_json::Value::Object(data)) = value.get("data") {
+                    for (key, encoded) in data {
+                        let ok = encoded.as_str().is_some_and(|e| {
+                            base64::engine::general_purpose::STANDARD.decode(e).is_ok()
+                        });
+                        if !ok {
+                            return Err(object_error(format!(
+                                "data key {key:?} is not a base64-encoded string"
+                            )));
+                        }
+                    }
+                }
+                let secret: Secret = serde_json::from_value(value)
+                    .map_err(|e| object_error(crate::redact::serde_message(&e.to_string())))?;
                 if secret.metadata.name.is_none() {
                     return Err(object_error("metadata.name is required".to_string()));
                 }
@@ -223,8 +238,8 @@ impl ClusterState {
                 Ok(1)
             }
             "ServiceAccount" => {
-                let sa: ServiceAccount =
-                    serde_json::from_value(value).map_err(|e| object_error(schema_reason(&e)))?;
+                let sa: ServiceAccount = serde_json::from_value(value)
+                    .map_err(|e| object_error(crate::redact::serde_message(&e.to_string())))?;
                 if sa.metadata.name.is_none() {
                     return Err(object_error("metadata.name is required".to_string()));
                 }
@@ -233,19 +248,6 @@ impl ClusterState {
             }
             _ => Ok(0),
         }
-    }
-}
-
-/// serde's message for a schema mismatch, without the offending value: a Secret's data must
-/// never reach an error message.
-fn schema_reason(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    // serde_json writes `invalid type: string "…", expected …`; keep only the expectation.
-    match text.find(", expected") {
-        Some(i) if text.starts_with("invalid") => {
-            format!("invalid value{}", &text[i..])
-        }
-        _ => text,
     }
 }
 
