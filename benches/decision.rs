@@ -43,9 +43,10 @@ fn secret(ns: &str, name: &str, keys: &[String]) -> Secret {
     }
 }
 
-/// 100 credentials, each with its own source secret: literal hosts, path keys, host globs, a
-/// Docker Hub key, and namespace scopes with include/exclude globs.
-fn setup() -> (Catalog, ClusterState) {
+/// 100 credentials, each with its own source secret: literal hosts, path keys, host globs, and
+/// namespace scopes with include/exclude globs. `hub_keys` of them also hold a Docker Hub key:
+/// 1 is the usual setup; 20 is a stress case where one Hub image pulls in 20 secrets.
+fn setup(hub_keys: usize) -> (Catalog, ClusterState) {
     let mut state = ClusterState::new();
     let mut config = String::from("credentials:\n");
     for i in 0..CREDENTIALS {
@@ -57,10 +58,11 @@ fn setup() -> (Catalog, ClusterState) {
             1 => vec![format!("registry{i}.example.com/team/project")],
             2 => vec![format!("*.registry{i}.example.com")],
             3 => vec![format!("registry{i}.example.com:5000")],
-            _ => vec![
+            _ if i / 5 < hub_keys => vec![
                 format!("registry{i}.example.com"),
                 "https://index.docker.io/v1/".to_string(),
             ],
+            _ => vec![format!("registry{i}.example.com")],
         };
         state.insert_secret(secret("creds", &format!("pull-{i}"), &keys));
         config.push_str(&format!(
@@ -121,7 +123,7 @@ fn review_body() -> Vec<u8> {
 }
 
 fn benches(c: &mut Criterion) {
-    let (catalog, state) = setup();
+    let (catalog, state) = setup(1);
     let ns = NamespaceInfo::named("team-a");
     let subject = Subject {
         kind: SubjectKind::Pod,
@@ -133,7 +135,7 @@ fn benches(c: &mut Criterion) {
     };
     let decision = catalog.decide(&subject, &ns, &state, false);
     assert!(
-        decision.add.len() >= 5,
+        decision.add.len() == 7,
         "bench setup must exercise matches: {:?}",
         decision.add
     );
@@ -141,6 +143,13 @@ fn benches(c: &mut Criterion) {
     c.bench_function("decide/pod-10-containers/100-credentials", |b| {
         b.iter(|| catalog.decide(black_box(&subject), &ns, &state, false))
     });
+    let (stress, stress_state) = setup(20);
+    let stressed = stress.decide(&subject, &ns, &stress_state, false);
+    assert_eq!(stressed.add.len(), 26, "{:?}", stressed.add);
+    c.bench_function(
+        "decide/pod-10-containers/100-credentials/20-match-one-image",
+        |b| b.iter(|| stress.decide(black_box(&subject), &ns, &stress_state, false)),
+    );
     c.bench_function("image/parse", |b| {
         b.iter(|| ImageRef::parse(black_box(IMAGES[1])))
     });

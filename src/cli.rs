@@ -200,9 +200,8 @@ pub fn check(args: &CheckArgs) -> Result<Output, CliError> {
         labels: None,
         annotations: None,
     };
-    // A check is a question, not a write: decide as a dry run would, then list the copies the
-    // real request would make.
-    let mut decision = catalog.decide(&subject, &ns, &state, false);
+    // Not a dry run: the copies a real request would make are part of the answer.
+    let mut decision = catalog.explain(&subject, &ns, &state, false);
     if decision.images.is_empty() {
         // Skipped before matching (excluded namespace): still describe each image.
         decision.images = args

@@ -5,6 +5,7 @@
 //! `isDefaultRegistryMatch`), including its quirks, because the injector must inject exactly the
 //! secrets kubelet will use: no fewer (the pull fails) and no more (a credential leaks).
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
@@ -68,14 +69,14 @@ impl RegistryKey {
             reason,
         })?;
         // docker's ResolveAuthConfig treats /v1/ and /v2/ as the bare host; kubelet follows it.
-        let mut effective_path = url.path.as_str();
+        let mut effective_path: &str = &url.path;
         if effective_path.starts_with("/v2/") || effective_path.starts_with("/v1/") {
             effective_path = &effective_path[3..];
         }
         let normalized = if !effective_path.is_empty() && effective_path != "/" {
             format!("{}{}", url.host, effective_path)
         } else {
-            url.host.clone()
+            url.host.to_string()
         };
         // Lookup re-parses the stored key as a schemeless URL; do the same so that every
         // detail (an escaped path, a `?` in the key) behaves as it does in kubelet.
@@ -94,12 +95,14 @@ impl RegistryKey {
                 key: raw.to_string(),
                 source,
             })?;
+        let port = target.port.to_string();
+        let path = target.path.into_owned();
         Ok(RegistryKey {
             raw: raw.to_string(),
             normalized,
-            port: target.port,
+            port,
             labels,
-            path: target.path,
+            path,
         })
     }
 
@@ -115,8 +118,8 @@ impl RegistryKey {
 
     /// Whether this key applies to an image location (`docker.io/library/nginx`), under
     /// `URLsMatch`: equal ports, equal label counts, per-label globs, raw path prefix.
-    pub fn matches(&self, target: &Location) -> bool {
-        if self.port != target.port {
+    pub fn matches(&self, target: &Location<'_>) -> bool {
+        if self.port != target.port || self.labels.len() != target.label_count {
             return false;
         }
         let mut target_labels = target.labels();
@@ -129,16 +132,16 @@ impl RegistryKey {
         if target_labels.next().is_some() {
             return false;
         }
-        target.path.starts_with(&self.path)
+        target.path.starts_with(self.path.as_str())
     }
 
-    /// The host map key when every host label is literal; `None` when a label is a glob.
-    fn literal_host_key(&self) -> Option<String> {
+    /// The host (without port) when every host label is literal; `None` when one is a glob.
+    fn literal_host(&self) -> Option<String> {
         if !self.labels.iter().all(Glob::is_literal) {
             return None;
         }
         let host: Vec<&str> = self.labels.iter().map(Glob::as_str).collect();
-        Some(host_key(&host.join("."), &self.port))
+        Some(host.join("."))
     }
 
     /// Whether this is the key kubelet falls back to for Docker Hub images.
@@ -170,32 +173,54 @@ impl fmt::Display for RegistryKey {
 /// A schemeless URL split the way kubelet's `ParseSchemelessURL` + `SplitURL` split it: an image
 /// name looked up in the keyring, or an auths key read as an image location.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location {
-    host: String,
-    port: String,
-    path: String,
+pub struct Location<'a> {
+    host: &'a str,
+    port: &'a str,
+    path: Cow<'a, str>,
+    /// Number of dot-separated host labels: most keys are rejected on this alone.
+    label_count: usize,
 }
 
-impl Location {
+impl<'a> Location<'a> {
     /// Parses `host[:port][/path]` (no scheme), as `url.Parse("https://" + s)` would.
-    pub fn parse(schemeless: &str) -> Result<Location, String> {
-        let url = parse_url(&format!("https://{schemeless}"))?;
-        let (host, port) = split_host_port(&url.host);
+    pub fn parse(schemeless: &'a str) -> Result<Location<'a>, String> {
+        let url = parse_schemeless(schemeless)?;
+        let (host, port) = split_host_port(url.host);
+        let label_count = host.bytes().filter(|b| *b == b'.').count() + 1;
         Ok(Location {
             host,
             port,
             path: url.path,
+            label_count,
+        })
+    }
+
+    /// The location of a parsed image, `name` being `image.name()`. The reference grammar
+    /// admits none of the characters that make Go's URL parser differ from a plain split
+    /// (`%`, `?`, `#`, `@`, controls), so the split is done directly.
+    pub fn of_image(image: &crate::image::ImageRef, name: &'a str) -> Result<Location<'a>, String> {
+        let domain_len = image.domain().len();
+        if domain_len == 0 || !name.starts_with(image.domain()) {
+            // An empty domain (upstream's `a_b.c/d` quirk): let the general parser split it.
+            return Location::parse(name);
+        }
+        let (host, port) = split_host_port(&name[..domain_len]);
+        Ok(Location {
+            host,
+            port,
+            path: Cow::Borrowed(&name[domain_len..]),
+            label_count: host.bytes().filter(|b| *b == b'.').count() + 1,
         })
     }
 
     /// The host without its port; `::1` for `[::1]:5000`.
     pub fn host(&self) -> &str {
-        &self.host
+        self.host
     }
 
     /// The port, or `""` when there is none.
     pub fn port(&self) -> &str {
-        &self.port
+        self.port
     }
 
     /// The path including its leading `/`, or `""`.
@@ -203,7 +228,7 @@ impl Location {
         &self.path
     }
 
-    fn labels(&self) -> std::str::Split<'_, char> {
+    fn labels(&self) -> std::str::Split<'a, char> {
         self.host.split('.')
     }
 }
@@ -234,6 +259,7 @@ pub fn is_default_registry_match(image_name: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct Keyring<T> {
     entries: Vec<(RegistryKey, T)>,
+    /// Keys whose host labels are all literal, by host (ports are compared when matching).
     literal: HashMap<String, Vec<usize>>,
     globbed: Vec<usize>,
     default_registry: Vec<usize>,
@@ -262,7 +288,7 @@ impl<T> Keyring<T> {
         if key.is_default_registry() {
             self.default_registry.push(at);
         }
-        match key.literal_host_key() {
+        match key.literal_host() {
             Some(host) => self.literal.entry(host).or_default().push(at),
             None => self.globbed.push(at),
         }
@@ -295,22 +321,32 @@ impl<T> Keyring<T> {
     pub fn lookup_where(
         &self,
         image_name: &str,
+        keep: impl FnMut(&T) -> bool,
+    ) -> Vec<(&RegistryKey, &T)> {
+        match Location::parse(image_name) {
+            Ok(target) => self.lookup_at(image_name, &target, keep),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// `lookup_where` for an image name already parsed into `target`.
+    pub fn lookup_at(
+        &self,
+        image_name: &str,
+        target: &Location<'_>,
         mut keep: impl FnMut(&T) -> bool,
     ) -> Vec<(&RegistryKey, &T)> {
-        let Ok(target) = Location::parse(image_name) else {
+        if self.entries.is_empty() {
             return Vec::new();
-        };
-        let literal = self
-            .literal
-            .get(&host_key(&target.host, &target.port))
-            .map_or(&[][..], Vec::as_slice);
+        }
+        let literal = self.literal.get(target.host).map_or(&[][..], Vec::as_slice);
         let mut hits: Vec<usize> = literal
             .iter()
             .chain(&self.globbed)
             .copied()
             .filter(|&i| {
                 let (key, value) = &self.entries[i];
-                key.matches(&target) && keep(value)
+                key.matches(target) && keep(value)
             })
             .collect();
         if hits.is_empty() && is_default_registry_match(image_name) {
@@ -334,33 +370,33 @@ impl<T> Keyring<T> {
     }
 }
 
-fn host_key(host: &str, port: &str) -> String {
-    // `|` cannot occur in a host, so the pair maps to one string unambiguously.
-    format!("{host}|{port}")
-}
-
 /// kubelet sorts the index with `sort.Reverse(sort.StringSlice)`: byte-wise, descending.
 fn reverse_order(a: &str, b: &str) -> Ordering {
     b.as_bytes().cmp(a.as_bytes())
 }
 
 /// The parts of a URL that matching uses.
-struct ParsedUrl {
-    host: String,
-    path: String,
+struct ParsedUrl<'a> {
+    host: &'a str,
+    path: Cow<'a, str>,
 }
 
 /// The subset of Go's `net/url.Parse` that kubelet's key handling depends on: it fails where Go
 /// fails on the inputs an auths key can hold, and yields the same host and (unescaped) path.
-fn parse_url(raw: &str) -> Result<ParsedUrl, String> {
-    if raw.bytes().any(|b| b < 0x20 || b == 0x7f) {
+fn parse_url(raw: &str) -> Result<ParsedUrl<'_>, String> {
+    let rest = raw
+        .strip_prefix("https://")
+        .or_else(|| raw.strip_prefix("http://"))
+        .ok_or_else(|| "missing scheme".to_string())?;
+    parse_schemeless(rest)
+}
+
+/// What follows `https://`: authority, then path; query and fragment dropped.
+fn parse_schemeless(rest: &str) -> Result<ParsedUrl<'_>, String> {
+    if rest.bytes().any(|b| b < 0x20 || b == 0x7f) {
         return Err("invalid control character in URL".to_string());
     }
-    let without_fragment = raw.split_once('#').map_or(raw, |(u, _)| u);
-    let rest = without_fragment
-        .strip_prefix("https://")
-        .or_else(|| without_fragment.strip_prefix("http://"))
-        .ok_or_else(|| "missing scheme".to_string())?;
+    let rest = rest.split_once('#').map_or(rest, |(u, _)| u);
     let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -372,10 +408,7 @@ fn parse_url(raw: &str) -> Result<ParsedUrl, String> {
     };
     validate_host(host)?;
     let path = unescape(path)?;
-    Ok(ParsedUrl {
-        host: host.to_string(),
-        path,
-    })
+    Ok(ParsedUrl { host, path })
 }
 
 fn validate_host(host: &str) -> Result<(), String> {
@@ -448,9 +481,9 @@ fn valid_optional_port(port: &str) -> bool {
     }
 }
 
-fn unescape(path: &str) -> Result<String, String> {
+fn unescape(path: &str) -> Result<Cow<'_, str>, String> {
     if !path.contains('%') {
-        return Ok(path.to_string());
+        return Ok(Cow::Borrowed(path));
     }
     let bytes = path.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -469,13 +502,13 @@ fn unescape(path: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    Ok(Cow::Owned(String::from_utf8_lossy(&out).into_owned()))
 }
 
 /// Go's `net.SplitHostPort`, falling back to the whole host and no port on error as `SplitURL`
 /// does.
-fn split_host_port(hostport: &str) -> (String, String) {
-    let whole = || (hostport.to_string(), String::new());
+fn split_host_port(hostport: &str) -> (&str, &str) {
+    let whole = || (hostport, "");
     if let Some(inner) = hostport.strip_prefix('[') {
         let Some(close) = inner.find(']') else {
             return whole();
@@ -487,7 +520,7 @@ fn split_host_port(hostport: &str) -> (String, String) {
         if host.contains(['[', ']']) || port.contains(['[', ']']) {
             return whole();
         }
-        return (host.to_string(), port.to_string());
+        return (host, port);
     }
     let Some(i) = hostport.rfind(':') else {
         return whole();
@@ -496,7 +529,7 @@ fn split_host_port(hostport: &str) -> (String, String) {
     if host.contains(':') || host.contains(['[', ']']) || port.contains(['[', ']']) {
         return whole();
     }
-    (host.to_string(), port.to_string())
+    (host, port)
 }
 
 #[cfg(test)]
@@ -752,6 +785,26 @@ mod tests {
         ];
         for (image, want) in cases {
             assert_eq!(lookup(&ring, image), *want, "{image}");
+        }
+    }
+
+    #[test]
+    fn image_locations_equal_the_general_parse() {
+        for reference in [
+            "nginx",
+            "us.icr.io/ns/app:1",
+            "localhost:5000/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "[::1]:5000/x",
+            "a_b.c/d",
+            "image-registry.openshift-image-registry.svc:5000/proj/app",
+        ] {
+            let image = crate::image::ImageRef::parse(reference).unwrap();
+            let name = image.name();
+            assert_eq!(
+                Location::of_image(&image, &name),
+                Location::parse(&name),
+                "{reference}"
+            );
         }
     }
 

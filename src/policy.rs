@@ -174,6 +174,14 @@ pub struct Catalog {
     keyring: Keyring<(usize, usize)>,
     /// Unusable auths keys, reported once per catalog rather than per request.
     notes: Vec<String>,
+    /// Credentials with a `localSecretSelector`, whose secrets are read per namespace.
+    local_credentials: Vec<usize>,
+    /// Credentials whose sources have problems, worth a warning when in scope.
+    troubled_credentials: Vec<usize>,
+    /// Where each credential's sources start in a flat numbering of all sources.
+    source_offsets: Vec<usize>,
+    /// Number of prepared sources in all.
+    source_count: usize,
 }
 
 /// What the object being admitted is.
@@ -258,14 +266,14 @@ pub struct Decision {
 }
 
 /// How a candidate secret stands in the target namespace.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Availability {
     /// Usable as is: our up-to-date copy, or the source itself.
     Present,
     /// Usable once copied.
     Copy { update: bool },
-    /// Not usable: a warning says why.
-    Blocked(Warning),
+    /// Not usable: a warning saying why was recorded when this was first computed.
+    Blocked,
 }
 
 impl Catalog {
@@ -333,7 +341,30 @@ impl Catalog {
             sources.push(prepared);
             problems.push(issues);
         }
+        let local_credentials = config
+            .credentials
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c.source, Source::LocalSecretSelector { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        let troubled_credentials = problems
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(i, _)| i)
+            .collect();
+        let mut source_offsets = Vec::with_capacity(sources.len());
+        let mut source_count = 0;
+        for s in &sources {
+            source_offsets.push(source_count);
+            source_count += s.len();
+        }
         Catalog {
+            source_offsets,
+            source_count,
+            local_credentials,
+            troubled_credentials,
             config,
             own_namespace: own_namespace.map(str::to_string),
             sources,
@@ -385,13 +416,36 @@ impl Catalog {
     }
 
     /// Decides what to inject into an object being created in `ns`. With `dry_run`, the same
-    /// names are returned but no copy is requested.
+    /// names are returned but no copy is requested. `Decision::images` stays empty: this is the
+    /// admission path, see [`Catalog::explain`] for the per-image report.
     pub fn decide(
         &self,
         subject: &Subject<'_>,
         ns: &NamespaceInfo,
         view: &dyn ClusterView,
         dry_run: bool,
+    ) -> Decision {
+        self.run(subject, ns, view, dry_run, false)
+    }
+
+    /// `decide`, plus a report of what matched each image and why (for `check`).
+    pub fn explain(
+        &self,
+        subject: &Subject<'_>,
+        ns: &NamespaceInfo,
+        view: &dyn ClusterView,
+        dry_run: bool,
+    ) -> Decision {
+        self.run(subject, ns, view, dry_run, true)
+    }
+
+    fn run(
+        &self,
+        subject: &Subject<'_>,
+        ns: &NamespaceInfo,
+        view: &dyn ClusterView,
+        dry_run: bool,
+        explain: bool,
     ) -> Decision {
         let mut decision = Decision::default();
         if let Some(why) = self.namespace_exclusion(ns) {
@@ -435,6 +489,7 @@ impl Catalog {
         }
 
         let mut run = Run::new(self, ns, view, dry_run);
+        run.explain = explain;
         match subject.kind {
             SubjectKind::Pod => run.pod(&subject.images, &mut decision),
             SubjectKind::ServiceAccount => run.service_account(),
@@ -514,10 +569,12 @@ struct Run<'c> {
     ns: &'c NamespaceInfo,
     view: &'c dyn ClusterView,
     dry_run: bool,
-    /// Per credential: whether its namespace scope admits `ns`.
-    admitted: Vec<bool>,
-    /// Per (credential, source): availability, computed on first use.
-    availability: BTreeMap<(usize, usize), Availability>,
+    /// Per credential: whether its namespace scope admits `ns`, computed on first use (a pod
+    /// usually concerns a handful of the configured credentials).
+    admitted: Vec<Option<bool>>,
+    /// Per source (flat index, see `Catalog::source_offsets`): availability, computed on
+    /// first use.
+    availability: Vec<Option<Availability>>,
     /// (credential, source) pairs to inject.
     wanted: Vec<(usize, usize)>,
     /// Local secrets and their selected keys.
@@ -528,6 +585,8 @@ struct Run<'c> {
     warnings: Vec<Warning>,
     /// Credentials whose namespace-independent problems were already reported.
     reported: Vec<bool>,
+    /// Whether to build per-image reports.
+    explain: bool,
 }
 
 impl<'c> Run<'c> {
@@ -538,43 +597,55 @@ impl<'c> Run<'c> {
         dry_run: bool,
     ) -> Self {
         let credentials = &catalog.config.credentials;
-        let admitted: Vec<bool> = credentials
-            .iter()
-            .map(|c| c.namespaces.admits(&ns.name, &ns.labels))
-            .collect();
+        let admitted = vec![None; credentials.len()];
         let mut run = Run {
             catalog,
             ns,
             view,
             dry_run,
             admitted,
-            availability: BTreeMap::new(),
+            availability: vec![None; catalog.source_count],
             wanted: Vec::new(),
             local: Keyring::new(),
             local_secrets: Vec::new(),
             wanted_local: Vec::new(),
             warnings: Vec::new(),
             reported: vec![false; credentials.len()],
+            explain: false,
         };
         run.load_local_secrets();
         run
     }
 
+    fn admitted(&mut self, ci: usize) -> bool {
+        if let Some(known) = self.admitted[ci] {
+            return known;
+        }
+        let answer = self.catalog.config.credentials[ci]
+            .namespaces
+            .admits(&self.ns.name, &self.ns.labels);
+        self.admitted[ci] = Some(answer);
+        answer
+    }
+
     fn load_local_secrets(&mut self) {
-        let credentials = &self.catalog.config.credentials;
-        if !credentials.iter().enumerate().any(|(i, c)| {
-            self.admitted[i] && matches!(c.source, Source::LocalSecretSelector { .. })
-        }) {
+        let catalog = self.catalog;
+        let local: Vec<usize> = catalog
+            .local_credentials
+            .iter()
+            .copied()
+            .filter(|&ci| self.admitted(ci))
+            .collect();
+        if local.is_empty() {
             return;
         }
+        let credentials = &catalog.config.credentials;
         let secrets = self.view.secrets_in(&self.ns.name);
-        for (ci, credential) in credentials.iter().enumerate() {
+        for ci in local {
+            let credential = &credentials[ci];
             let Source::LocalSecretSelector { selector } = &credential.source else {
                 continue;
             };
-            if !self.admitted[ci] {
-                continue;
-            }
             for secret in &secrets {
                 if !selector.matches(&labels_of(secret)) {
                     continue;
@@ -628,23 +699,30 @@ impl<'c> Run<'c> {
     }
 
     fn availability(&mut self, ci: usize, si: usize) -> Availability {
-        if let Some(a) = self.availability.get(&(ci, si)) {
-            return a.clone();
+        let flat = self.catalog.source_offsets[ci] + si;
+        if let Some(a) = self.availability[flat] {
+            return a;
         }
         let source = &self.catalog.sources[ci][si];
-        let a = self.compute_availability(source);
-        self.availability.insert((ci, si), a.clone());
+        let a = match self.compute_availability(source) {
+            Ok(a) => a,
+            Err(warning) => {
+                self.warnings.push(warning);
+                Availability::Blocked
+            }
+        };
+        self.availability[flat] = Some(a);
         a
     }
 
-    fn compute_availability(&self, source: &PreparedSource) -> Availability {
+    fn compute_availability(&self, source: &PreparedSource) -> Result<Availability, Warning> {
         let ns = &self.ns.name;
         if *ns == source.source_namespace && source.copy_name == source.source_name {
             // The source itself lives here: reference it, never copy it onto itself.
-            return Availability::Present;
+            return Ok(Availability::Present);
         }
         let Some(existing) = self.view.secret(ns, &source.copy_name) else {
-            return Availability::Copy { update: false };
+            return Ok(Availability::Copy { update: false });
         };
         let meta = &existing.metadata;
         let managed = meta
@@ -653,7 +731,7 @@ impl<'c> Run<'c> {
             .and_then(|l| l.get(MANAGED_BY_LABEL))
             .is_some_and(|v| v == MANAGED_BY_VALUE);
         if !managed {
-            return Availability::Blocked(Warning {
+            return Err(Warning {
                 reason: WarningReason::NameTaken,
                 message: format!(
                     "pull-secret-injector: credential {}: secret {ns}/{} exists and is not managed by pull-secret-injector; left alone, not injected",
@@ -668,14 +746,14 @@ impl<'c> Run<'c> {
                 .map(String::as_str)
         };
         if annotation(CONTENT_HASH_ANNOTATION) == Some(source.hash.as_str()) {
-            return Availability::Present;
+            return Ok(Availability::Present);
         }
         let ours = annotation(CREDENTIAL_ANNOTATION) == Some(source.credential.as_str())
             && annotation(SOURCE_ANNOTATION) == Some(source.source_ref().as_str());
         if ours {
-            Availability::Copy { update: true }
+            Ok(Availability::Copy { update: true })
         } else {
-            Availability::Blocked(Warning {
+            Err(Warning {
                 reason: WarningReason::CopyConflict,
                 message: format!(
                     "pull-secret-injector: credential {}: secret {ns}/{} is a copy made for credential {} with other content; not injected",
@@ -703,24 +781,25 @@ impl<'c> Run<'c> {
                             "pull-secret-injector: {e}; no pull secret injected for it"
                         ),
                     });
-                    decision.images.push(ImageReport {
-                        image: raw.to_string(),
-                        registry: None,
-                        matches: Vec::new(),
-                    });
+                    if self.explain {
+                        decision.images.push(ImageReport {
+                            image: raw.to_string(),
+                            registry: None,
+                            matches: Vec::new(),
+                        });
+                    }
                     continue;
                 }
             };
             let report = self.match_image(raw, &image);
-            decision.images.push(report);
+            if self.explain {
+                decision.images.push(report);
+            }
         }
         // Credentials in scope whose source is broken may have been meant for these images:
         // say so, unless their registries rule the images out.
-        for ci in 0..self.catalog.config.credentials.len() {
-            if self.admitted[ci]
-                && !self.catalog.problems[ci].is_empty()
-                && self.could_apply(ci, images)
-            {
+        for &ci in &self.catalog.troubled_credentials {
+            if self.admitted(ci) && self.could_apply(ci, images) {
                 self.report_problems(ci);
             }
         }
@@ -742,54 +821,50 @@ impl<'c> Run<'c> {
 
     fn match_image(&mut self, raw: &str, image: &ImageRef) -> ImageReport {
         let name = image.name();
+        let Ok(target) = crate::keyring::Location::of_image(image, &name) else {
+            return ImageReport {
+                image: raw.to_string(),
+                registry: Some(image.domain().to_string()),
+                matches: Vec::new(),
+            };
+        };
         // kubelet's keyring holds every secret the pod will reference; a blocked copy will not
         // be referenced, so it must not hide the Docker Hub fallback either.
         let catalog = self.catalog;
-        let mut blocked = Vec::new();
         let global: Vec<(&RegistryKey, (usize, usize))> = catalog
             .keyring
-            .lookup_where(&name, |&(ci, si)| {
-                if !self.admitted[ci] {
-                    return false;
-                }
-                match self.availability(ci, si) {
-                    Availability::Blocked(w) => {
-                        blocked.push(w);
-                        false
-                    }
-                    _ => true,
-                }
+            .lookup_at(&name, &target, |&(ci, si)| {
+                self.admitted(ci) && self.availability(ci, si) != Availability::Blocked
             })
             .into_iter()
             .map(|(k, v)| (k, *v))
             .collect();
-        for w in blocked {
-            if !self.warnings.contains(&w) {
-                self.warnings.push(w);
-            }
-        }
         let local: Vec<(&RegistryKey, usize)> = self
             .local
-            .lookup(&name)
+            .lookup_at(&name, &target, |_| true)
             .into_iter()
             .map(|(k, v)| (k, *v))
             .collect();
         // The fallback is decided over the union: a direct local match suppresses a global
         // Docker Hub fallback and the other way round, as in one kubelet keyring.
-        let global_direct = global.iter().any(|(k, _)| !is_fallback(k, image));
-        let local_direct = local.iter().any(|(k, _)| !is_fallback(k, image));
-        let keep_global = |k: &RegistryKey| !local_direct || !is_fallback(k, image);
-        let keep_local = |k: &RegistryKey| !global_direct || !is_fallback(k, image);
+        let is_fallback = |k: &RegistryKey| k.is_default_registry() && !k.matches(&target);
+        let global_direct = global.iter().any(|(k, _)| !is_fallback(k));
+        let local_direct = local.iter().any(|(k, _)| !is_fallback(k));
+        let keep_global = |k: &RegistryKey| !local_direct || !is_fallback(k);
+        let keep_local = |k: &RegistryKey| !global_direct || !is_fallback(k);
 
         let mut matches: Vec<(&RegistryKey, MatchReport)> = Vec::new();
         for (key, (ci, si)) in global {
             if !keep_global(key) {
                 continue;
             }
-            let source = &catalog.sources[ci][si];
             if !self.wanted.contains(&(ci, si)) {
                 self.wanted.push((ci, si));
             }
+            if !self.explain {
+                continue;
+            }
+            let source = &catalog.sources[ci][si];
             matches.push((
                 key,
                 MatchReport {
@@ -803,10 +878,13 @@ impl<'c> Run<'c> {
             if !keep_local(key) {
                 continue;
             }
-            let secret = &self.local_secrets[li];
             if !self.wanted_local.contains(&li) {
                 self.wanted_local.push(li);
             }
+            if !self.explain {
+                continue;
+            }
+            let secret = &self.local_secrets[li];
             matches.push((
                 key,
                 MatchReport {
@@ -815,6 +893,13 @@ impl<'c> Run<'c> {
                     pattern: key.raw().to_string(),
                 },
             ));
+        }
+        if !self.explain {
+            return ImageReport {
+                image: String::new(),
+                registry: None,
+                matches: Vec::new(),
+            };
         }
         matches.sort_by(|a, b| b.0.normalized().as_bytes().cmp(a.0.normalized().as_bytes()));
         ImageReport {
@@ -826,14 +911,13 @@ impl<'c> Run<'c> {
 
     fn service_account(&mut self) {
         for ci in 0..self.catalog.config.credentials.len() {
-            if !self.admitted[ci] {
+            if !self.admitted(ci) {
                 continue;
             }
             self.report_problems(ci);
             for si in 0..self.catalog.sources[ci].len() {
-                match self.availability(ci, si) {
-                    Availability::Blocked(w) => self.warnings.push(w),
-                    _ => self.wanted.push((ci, si)),
+                if self.availability(ci, si) != Availability::Blocked {
+                    self.wanted.push((ci, si));
                 }
             }
         }
@@ -844,18 +928,30 @@ impl<'c> Run<'c> {
     /// copy requests.
     fn finish(mut self, subject: &Subject<'_>, decision: &mut Decision) {
         let mut names: Vec<String> = Vec::new();
-        let mut copy_owner: BTreeMap<String, Arc<PreparedSource>> = BTreeMap::new();
-        for ci in 0..self.catalog.config.credentials.len() {
-            let mut globals: Vec<usize> = self
-                .wanted
-                .iter()
-                .filter(|(c, _)| *c == ci)
-                .map(|(_, s)| *s)
-                .collect();
-            globals.sort_unstable();
-            for si in globals {
+        // Few entries per decision: a vector beats a map and borrows instead of cloning.
+        let mut copy_owner: Vec<&Arc<PreparedSource>> = Vec::new();
+        let mut wanted = std::mem::take(&mut self.wanted);
+        wanted.sort_unstable();
+        let mut wanted = wanted.into_iter().peekable();
+        let local_secrets = std::mem::take(&mut self.local_secrets);
+        let mut locals: Vec<&LocalSecret> = self
+            .wanted_local
+            .iter()
+            .filter_map(|&li| local_secrets.get(li))
+            .collect();
+        locals.sort_by(|a, b| (a.credential, &a.name).cmp(&(b.credential, &b.name)));
+        let mut locals = locals.into_iter().peekable();
+        // Config order: credentials in order, each with its copied then its local secrets.
+        while wanted.peek().is_some() || locals.peek().is_some() {
+            let ci = match (wanted.peek(), locals.peek()) {
+                (Some(&(a, _)), Some(l)) => a.min(l.credential),
+                (Some(&(a, _)), None) => a,
+                (None, Some(l)) => l.credential,
+                (None, None) => break,
+            };
+            while let Some((_, si)) = wanted.next_if(|(c, _)| *c == ci) {
                 let source = &self.catalog.sources[ci][si];
-                if let Some(owner) = copy_owner.get(&source.copy_name) {
+                if let Some(owner) = copy_owner.iter().find(|o| o.copy_name == source.copy_name) {
                     if owner.hash != source.hash {
                         self.warnings.push(Warning {
                             reason: WarningReason::CopyConflict,
@@ -867,7 +963,7 @@ impl<'c> Run<'c> {
                     }
                     continue;
                 }
-                copy_owner.insert(source.copy_name.clone(), source.clone());
+                copy_owner.push(source);
                 if let Availability::Copy { update } = self.availability(ci, si)
                     && !self.dry_run
                 {
@@ -881,14 +977,7 @@ impl<'c> Run<'c> {
                     names.push(source.copy_name.clone());
                 }
             }
-            let mut locals: Vec<&LocalSecret> = self
-                .wanted_local
-                .iter()
-                .map(|&li| &self.local_secrets[li])
-                .filter(|l| l.credential == ci)
-                .collect();
-            locals.sort_by(|a, b| a.name.cmp(&b.name));
-            for local in locals {
+            while let Some(local) = locals.next_if(|l| l.credential == ci) {
                 if !names.contains(&local.name) {
                     names.push(local.name.clone());
                 }
@@ -900,12 +989,6 @@ impl<'c> Run<'c> {
             .collect();
         decision.warnings.append(&mut self.warnings);
     }
-}
-
-/// Whether a key matched this image only through kubelet's Docker Hub fallback.
-fn is_fallback(key: &RegistryKey, image: &ImageRef) -> bool {
-    key.is_default_registry()
-        && crate::keyring::Location::parse(&image.name()).is_ok_and(|loc| !key.matches(&loc))
 }
 
 #[cfg(test)]
@@ -1028,7 +1111,7 @@ credentials:
     fn pod_gets_exactly_the_credentials_kubelet_would_use() {
         let state = cluster();
         let c = catalog(CONFIG, &state);
-        let d = c.decide(
+        let d = c.explain(
             &pod(
                 &[
                     "us.icr.io/team/app:1",
@@ -1121,7 +1204,7 @@ credentials:
         let c = catalog(CONFIG, &state);
         // The admission layer flattens init, regular and ephemeral containers into images;
         // duplicates are looked up once.
-        let d = c.decide(
+        let d = c.explain(
             &pod(&["icr.io/a/init", "nginx", "nginx", "icr.io/a/debug"], &[]),
             &ns("team-a", &[]),
             &state,
