@@ -337,11 +337,8 @@ impl ImageRef {
     }
 
     /// Domain and path without tag or digest: the string kubelet's keyring looks up.
-    pub fn name(&self) -> String {
-        self.full
-            .get(..self.name_len)
-            .unwrap_or_default()
-            .to_owned()
+    pub fn name(&self) -> &str {
+        self.full.get(..self.name_len).unwrap_or_default()
     }
 }
 

@@ -261,7 +261,9 @@ pub struct Keyring<T> {
     entries: Vec<(RegistryKey, T)>,
     /// Keys whose host labels are all literal, by host (ports are compared when matching).
     literal: HashMap<String, Vec<usize>>,
-    globbed: Vec<usize>,
+    /// Keys with a glob label, by number of host labels (a key only matches hosts with as
+    /// many labels).
+    globbed: HashMap<usize, Vec<usize>>,
     default_registry: Vec<usize>,
 }
 
@@ -270,7 +272,7 @@ impl<T> Default for Keyring<T> {
         Keyring {
             entries: Vec::new(),
             literal: HashMap::new(),
-            globbed: Vec::new(),
+            globbed: HashMap::new(),
             default_registry: Vec::new(),
         }
     }
@@ -290,7 +292,7 @@ impl<T> Keyring<T> {
         }
         match key.literal_host() {
             Some(host) => self.literal.entry(host).or_default().push(at),
-            None => self.globbed.push(at),
+            None => self.globbed.entry(key.labels.len()).or_default().push(at),
         }
         self.entries.push((key, value));
     }
@@ -340,9 +342,13 @@ impl<T> Keyring<T> {
             return Vec::new();
         }
         let literal = self.literal.get(target.host).map_or(&[][..], Vec::as_slice);
+        let globbed = self
+            .globbed
+            .get(&target.label_count)
+            .map_or(&[][..], Vec::as_slice);
         let mut hits: Vec<usize> = literal
             .iter()
-            .chain(&self.globbed)
+            .chain(globbed)
             .copied()
             .filter(|&i| {
                 let (key, value) = &self.entries[i];
@@ -801,8 +807,8 @@ mod tests {
             let image = crate::image::ImageRef::parse(reference).unwrap();
             let name = image.name();
             assert_eq!(
-                Location::of_image(&image, &name),
-                Location::parse(&name),
+                Location::of_image(&image, name),
+                Location::parse(name),
                 "{reference}"
             );
         }

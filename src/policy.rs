@@ -813,7 +813,7 @@ impl<'c> Run<'c> {
         };
         images.iter().any(|raw| {
             ImageRef::parse(raw).is_ok_and(|image| {
-                crate::keyring::Location::parse(&image.name())
+                crate::keyring::Location::parse(image.name())
                     .is_ok_and(|loc| patterns.iter().any(|p| p.matches(&loc)))
             })
         })
@@ -821,7 +821,7 @@ impl<'c> Run<'c> {
 
     fn match_image(&mut self, raw: &str, image: &ImageRef) -> ImageReport {
         let name = image.name();
-        let Ok(target) = crate::keyring::Location::of_image(image, &name) else {
+        let Ok(target) = crate::keyring::Location::of_image(image, name) else {
             return ImageReport {
                 image: raw.to_string(),
                 registry: Some(image.domain().to_string()),
@@ -833,7 +833,7 @@ impl<'c> Run<'c> {
         let catalog = self.catalog;
         let global: Vec<(&RegistryKey, (usize, usize))> = catalog
             .keyring
-            .lookup_at(&name, &target, |&(ci, si)| {
+            .lookup_at(name, &target, |&(ci, si)| {
                 self.admitted(ci) && self.availability(ci, si) != Availability::Blocked
             })
             .into_iter()
@@ -841,7 +841,7 @@ impl<'c> Run<'c> {
             .collect();
         let local: Vec<(&RegistryKey, usize)> = self
             .local
-            .lookup_at(&name, &target, |_| true)
+            .lookup_at(name, &target, |_| true)
             .into_iter()
             .map(|(k, v)| (k, *v))
             .collect();
