@@ -282,8 +282,8 @@ fn check_text(ns: &NamespaceInfo, decision: &Decision) -> String {
                 image.image
             )),
         }
-        if image.matches.is_empty() && image.registry.is_some() {
-            out.push_str("    no credential holds a matching key\n");
+        if image.matches.is_empty() && image.registry.is_some() && decision.skipped.is_none() {
+            out.push_str("    nothing injected for it: no usable credential in scope matches\n");
         }
         for m in &image.matches {
             out.push_str(&format!(

@@ -368,16 +368,17 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             Some(name) => format!("credentials[{index}] ({name})"),
             None => format!("credentials[{index}]"),
         });
+        // Checked on the raw name so that a duplicate is reported even when either
+        // credential has other problems too.
+        if let Some(name) = &rc.name
+            && let Some(first) = seen_names.insert(name.clone(), index)
+        {
+            out.push(
+                "name",
+                format!("duplicate name {name:?}, already used by credentials[{first}]"),
+            );
+        }
         if let Some(c) = validate_credential(rc, &mut out) {
-            if let Some(first) = seen_names.insert(c.name.clone(), index) {
-                out.push(
-                    "name",
-                    format!(
-                        "duplicate name {:?}, already used by credentials[{first}]",
-                        c.name
-                    ),
-                );
-            }
             credentials.push(c);
         }
     }
@@ -984,6 +985,26 @@ serviceAccounts: ["["]
             "unexpected problems:\n{}",
             got.join("\n")
         );
+    }
+
+    #[test]
+    fn duplicates_are_reported_even_when_a_credential_has_other_problems() {
+        let yaml = r#"
+credentials:
+  - name: icr
+    secret: default/a
+    registries: ["u?.icr.io"]
+    namespaces: {include: ["*"]}
+  - name: icr
+    secret: default/b
+    namespaces: {include: ["*"]}
+"#;
+        let got = problems(yaml);
+        assert!(
+            got.iter().any(|p| p.contains("duplicate name \"icr\"")),
+            "{got:?}"
+        );
+        assert_eq!(got.len(), 2, "{got:?}");
     }
 
     #[test]

@@ -41,7 +41,7 @@ enum Command {
         #[arg(required = true)]
         images: Vec<String>,
     },
-    /// Answers an AdmissionReview request exactly as `serve` would (offline).
+    /// Answers an AdmissionReview request as the webhook does, from files (offline).
     Review {
         /// The config: raw config YAML or a ConfigMap manifest holding config.yaml.
         #[arg(long)]

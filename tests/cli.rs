@@ -938,7 +938,8 @@ fn check_text_says_when_no_credential_matches() {
         r.stdout
     );
     assert!(
-        r.stdout.contains("no credential holds a matching key"),
+        r.stdout
+            .contains("nothing injected for it: no usable credential in scope matches"),
         "{}",
         r.stdout
     );
