@@ -60,7 +60,7 @@ pub trait ClusterView {
 }
 
 /// A plain snapshot of Namespaces, Secrets and ServiceAccounts.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ClusterState {
     namespaces: BTreeMap<String, NamespaceInfo>,
     secrets: BTreeMap<String, BTreeMap<String, Secret>>,
@@ -94,6 +94,31 @@ pub enum ManifestError {
         /// What is wrong.
         reason: String,
     },
+}
+
+impl std::fmt::Debug for ClusterState {
+    /// Names and counts only: a Secret's own Debug would print its data.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterState")
+            .field("namespaces", &self.namespaces.keys().collect::<Vec<_>>())
+            .field(
+                "secrets",
+                &self
+                    .secrets
+                    .iter()
+                    .map(|(ns, m)| (ns, m.keys().collect::<Vec<_>>()))
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "service_accounts",
+                &self
+                    .service_accounts
+                    .values()
+                    .map(BTreeMap::len)
+                    .sum::<usize>(),
+            )
+            .finish()
+    }
 }
 
 impl ClusterState {
@@ -301,6 +326,19 @@ metadata: {name: ignored}
         assert!(state.secret("default", "src").is_some());
         assert_eq!(state.secrets_in("default").len(), 1);
         assert_eq!(state.service_accounts_in("gone").count(), 1);
+    }
+
+    #[test]
+    fn debug_shows_names_not_secret_data() {
+        let mut state = ClusterState::new();
+        let yaml = "kind: Secret\nmetadata: {name: s, namespace: ns}\ntype: Opaque\ndata: {k: ZmFrZS1wYXNzd29yZA==}\n";
+        state.load_manifests("x", yaml).unwrap();
+        let text = format!("{state:?}");
+        assert!(text.contains("\"s\""), "{text}");
+        assert!(
+            !text.contains("fake-password") && !text.contains("102, 97, 107, 101"),
+            "{text}"
+        );
     }
 
     #[test]
