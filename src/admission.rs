@@ -469,6 +469,20 @@ credentials:
         pod
     }
 
+    /// Reviews the CREATE of a Pod.
+    fn create_pod(
+        catalog: &Catalog,
+        state: &ClusterState,
+        object: serde_json::Value,
+        dry_run: bool,
+    ) -> Result<Reviewed, ReviewError> {
+        review(
+            catalog,
+            state,
+            &review_of("Pod", "pods", "CREATE", object, dry_run),
+        )
+    }
+
     fn apply(object: &serde_json::Value, response: &Response) -> serde_json::Value {
         let mut patched = object.clone();
         if let Some(patch) = response.decoded_patch() {
@@ -489,12 +503,7 @@ credentials:
     fn pod_without_pull_secrets_gets_the_array_and_the_annotation_created() {
         let (catalog, state) = setup();
         let object = pod(&["us.icr.io/ns/app:1", "nginx"], None, None);
-        let reviewed = review(
-            &catalog,
-            &state,
-            &review_of("Pod", "pods", "CREATE", object.clone(), false),
-        )
-        .unwrap();
+        let reviewed = create_pod(&catalog, &state, object.clone(), false).unwrap();
         let patched: Pod = serde_json::from_value(apply(&object, &reviewed.response)).unwrap();
         assert_eq!(pull_secret_names(&patched), ["all-icr-io", "dockerhub"]);
         assert_eq!(
@@ -513,12 +522,7 @@ credentials:
             Some(&["mine", "dockerhub"]),
             Some(json!({"team": "a", INJECTED_ANNOTATION: "dockerhub"})),
         );
-        let reviewed = review(
-            &catalog,
-            &state,
-            &review_of("Pod", "pods", "CREATE", object.clone(), false),
-        )
-        .unwrap();
+        let reviewed = create_pod(&catalog, &state, object.clone(), false).unwrap();
         let patched: Pod = serde_json::from_value(apply(&object, &reviewed.response)).unwrap();
         assert_eq!(
             pull_secret_names(&patched),
@@ -533,12 +537,7 @@ credentials:
     fn nothing_to_add_means_no_patch() {
         let (catalog, state) = setup();
         let object = pod(&["us.icr.io/ns/app:1"], Some(&["all-icr-io"]), None);
-        let reviewed = review(
-            &catalog,
-            &state,
-            &review_of("Pod", "pods", "CREATE", object, false),
-        )
-        .unwrap();
+        let reviewed = create_pod(&catalog, &state, object, false).unwrap();
         assert!(reviewed.response.patch.is_none());
         assert!(reviewed.response.patch_type.is_none());
         assert!(reviewed.response.allowed);
@@ -576,18 +575,8 @@ credentials:
     fn dry_run_gives_the_same_patch_and_no_copies() {
         let (catalog, state) = setup();
         let object = pod(&["us.icr.io/ns/app:1"], None, None);
-        let wet = review(
-            &catalog,
-            &state,
-            &review_of("Pod", "pods", "CREATE", object.clone(), false),
-        )
-        .unwrap();
-        let dry = review(
-            &catalog,
-            &state,
-            &review_of("Pod", "pods", "CREATE", object, true),
-        )
-        .unwrap();
+        let wet = create_pod(&catalog, &state, object.clone(), false).unwrap();
+        let dry = create_pod(&catalog, &state, object, true).unwrap();
         assert_eq!(wet.response.patch, dry.response.patch);
         assert!(dry.outcome.decision.unwrap().copies.is_empty());
         assert_eq!(wet.outcome.decision.unwrap().copies.len(), 1);
@@ -623,12 +612,7 @@ credentials:
     fn response_is_admission_review_v1_with_a_base64_patch() {
         let (catalog, state) = setup();
         let object = pod(&["us.icr.io/ns/app:1"], None, None);
-        let reviewed = review(
-            &catalog,
-            &state,
-            &review_of("Pod", "pods", "CREATE", object, false),
-        )
-        .unwrap();
+        let reviewed = create_pod(&catalog, &state, object, false).unwrap();
         let body: serde_json::Value = serde_json::from_slice(&reviewed.body).unwrap();
         assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
         assert_eq!(body["kind"], "AdmissionReview");
@@ -653,12 +637,7 @@ credentials:
     fn warnings_reach_the_response() {
         let (catalog, state) = setup();
         let object = pod(&["Bad/Image", "nginx"], None, None);
-        let reviewed = review(
-            &catalog,
-            &state,
-            &review_of("Pod", "pods", "CREATE", object, false),
-        )
-        .unwrap();
+        let reviewed = create_pod(&catalog, &state, object, false).unwrap();
         assert_eq!(reviewed.response.warnings.len(), 1);
         assert!(reviewed.response.warnings[0].contains("\"Bad/Image\""));
         assert!(reviewed.response.patch.is_some());
@@ -668,12 +647,7 @@ credentials:
     fn unreadable_objects_are_allowed_with_a_warning() {
         let (catalog, state) = setup();
         let object = json!({"metadata": {"name": "p", "namespace": "team-a"}, "spec": {"containers": {"image": "x"}}});
-        let reviewed = review(
-            &catalog,
-            &state,
-            &review_of("Pod", "pods", "CREATE", object, false),
-        )
-        .unwrap();
+        let reviewed = create_pod(&catalog, &state, object, false).unwrap();
         assert!(reviewed.response.allowed && reviewed.response.patch.is_none());
         assert!(
             reviewed.response.warnings[0].contains("spec.containers is not a list"),

@@ -50,6 +50,19 @@ fn setup_args(setup: &str) -> Vec<String> {
     ]
 }
 
+/// Runs the binary and reads its standard output as JSON; a failure carries stderr.
+fn run_json(args: &[String]) -> Result<Value, String> {
+    let out = bin().args(args).output().unwrap();
+    if !out.status.success() {
+        return Err(format!(
+            "exit {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
 fn run_check(e: &Expectation) -> Result<(), String> {
     let namespace = e.namespace.as_deref().ok_or("check without namespace")?;
     let mut args = vec!["check".to_string()];
@@ -59,15 +72,7 @@ fn run_check(e: &Expectation) -> Result<(), String> {
         args.extend(["--namespace-label".into(), format!("{k}={v}")]);
     }
     args.extend(e.images.iter().cloned());
-    let out = bin().args(&args).output().unwrap();
-    if !out.status.success() {
-        return Err(format!(
-            "exit {:?}: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let report: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let report = run_json(&args)?;
     let got: Vec<String> = serde_json::from_value(report["imagePullSecrets"].clone()).unwrap();
     let warnings = report["warnings"].as_array().map_or(0, Vec::len);
     if got != e.expect_injected || (warnings > 0) != e.expect_warnings {
@@ -90,15 +95,7 @@ fn run_review(e: &Expectation) -> Result<(), String> {
     let mut args = vec!["review".to_string()];
     args.extend(setup_args(&e.setup));
     args.push(file.display().to_string());
-    let out = bin().args(&args).output().unwrap();
-    if !out.status.success() {
-        return Err(format!(
-            "exit {:?}: {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let review: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let review = run_json(&args)?;
     let response = &review["response"];
     if review["apiVersion"] != "admission.k8s.io/v1" || review["kind"] != "AdmissionReview" {
         return Err(format!("not an AdmissionReview v1: {review}"));
