@@ -255,6 +255,8 @@ impl CopyRequest {
 pub struct Decision {
     /// Secret names to append to `imagePullSecrets`, in config order.
     pub add: Vec<String>,
+    /// The credentials behind `add`, in the same order and deduplicated (for metrics).
+    pub credentials: Vec<String>,
     /// Copies to create or refresh (none on dry runs).
     pub copies: Vec<CopyRequest>,
     /// Problems worth telling the user.
@@ -927,7 +929,8 @@ impl<'c> Run<'c> {
     /// Orders the wanted secrets by config order, drops names already present, and builds the
     /// copy requests.
     fn finish(mut self, subject: &Subject<'_>, decision: &mut Decision) {
-        let mut names: Vec<String> = Vec::new();
+        // Each injected name with the first credential that wanted it.
+        let mut names: Vec<(String, usize)> = Vec::new();
         // Few entries per decision: a vector beats a map and borrows instead of cloning.
         let mut copy_owner: Vec<&Arc<PreparedSource>> = Vec::new();
         let mut wanted = std::mem::take(&mut self.wanted);
@@ -973,20 +976,27 @@ impl<'c> Run<'c> {
                         update,
                     });
                 }
-                if !names.contains(&source.copy_name) {
-                    names.push(source.copy_name.clone());
+                if !names.iter().any(|(n, _)| *n == source.copy_name) {
+                    names.push((source.copy_name.clone(), ci));
                 }
             }
             while let Some(local) = locals.next_if(|l| l.credential == ci) {
-                if !names.contains(&local.name) {
-                    names.push(local.name.clone());
+                if !names.iter().any(|(n, _)| *n == local.name) {
+                    names.push((local.name.clone(), ci));
                 }
             }
         }
-        decision.add = names
-            .into_iter()
-            .filter(|n| !subject.existing.contains(&n.as_str()))
-            .collect();
+        let credentials = &self.catalog.config.credentials;
+        for (name, ci) in names {
+            if subject.existing.contains(&name.as_str()) {
+                continue;
+            }
+            let credential = &credentials[ci].name;
+            if !decision.credentials.contains(credential) {
+                decision.credentials.push(credential.clone());
+            }
+            decision.add.push(name);
+        }
         decision.warnings.append(&mut self.warnings);
     }
 }
@@ -1126,6 +1136,7 @@ credentials:
             false,
         );
         assert_eq!(d.add, ["all-icr-io", "dockerhub"]);
+        assert_eq!(d.credentials, ["icr", "hub"]);
         assert!(d.warnings.is_empty(), "{:?}", d.warnings);
         // quay.io is in all-icr-io's secret but icr's registries do not select it.
         let quay = d
