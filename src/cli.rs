@@ -89,7 +89,8 @@ pub fn load_cluster(paths: &[PathBuf]) -> Result<ClusterState, CliError> {
     Ok(state)
 }
 
-fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
+/// Lists the manifest files under a file or directory, recursively and in name order.
+pub fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
     let meta = fs::metadata(path).map_err(|source| CliError::Read {
         path: path.display().to_string(),
         source,

@@ -2,12 +2,20 @@
 //! using kubelet's own matching rules, and answers admission reviews with the patch.
 
 pub mod admission;
+pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dockerconfig;
+pub mod file_source;
 pub mod glob;
 pub mod image;
 pub mod keyring;
+pub mod metrics;
 pub mod policy;
 pub mod redact;
+pub mod reload;
+pub mod server;
 pub mod state;
+pub mod telemetry;
+pub mod tls;

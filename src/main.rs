@@ -1,11 +1,17 @@
 //! Command line of pull-secret-injector: parses flags and calls into the library.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
+use pull_secret_injector::certs;
 use pull_secret_injector::cli::{self, CheckArgs, DEFAULT_OWN_NAMESPACE};
+use pull_secret_injector::daemon::{self, ServeArgs};
+use pull_secret_injector::server::Limits;
+use pull_secret_injector::telemetry::{self, LogFormat};
 
 /// Injects registry pull secrets into Pods and ServiceAccounts exactly as kubelet would use them.
 #[derive(Parser)]
@@ -17,6 +23,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serves the admission webhook over HTTPS (from files with --config; the Kubernetes API
+    /// otherwise).
+    Serve(Box<Serve>),
+    /// Writes a CA and a serving certificate for the webhook: ca.crt (for caBundle), tls.crt,
+    /// tls.key.
+    Certs {
+        /// A DNS name or IP address the webhook is reached by (repeatable), e.g.
+        /// pull-secret-injector.pull-secret-injector.svc.
+        #[arg(long = "dns", required = true)]
+        names: Vec<String>,
+        /// The directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Which secrets would be injected for these images in a namespace, and why (offline).
     Check {
         /// The config: raw config YAML or a ConfigMap manifest holding config.yaml.
@@ -67,8 +93,106 @@ enum Command {
     },
 }
 
+#[derive(Args)]
+struct Serve {
+    /// File mode: the config (raw config YAML or a ConfigMap manifest), reloaded when it changes.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// File mode: manifests (files or directories) standing for Namespaces and Secrets,
+    /// reloaded when they change.
+    #[arg(long)]
+    cluster: Vec<PathBuf>,
+    /// The injector's own namespace, which is never injected into.
+    #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_OWN_NAMESPACE)]
+    own_namespace: String,
+    /// Address for HTTPS admission reviews.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Address for plain-HTTP Prometheus metrics (/metrics).
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    metrics_listen: SocketAddr,
+    /// The serving certificate (PEM, leaf first), reloaded when it changes.
+    #[arg(long, env = "TLS_CERT_FILE")]
+    tls_cert: PathBuf,
+    /// The serving certificate's private key (PEM).
+    #[arg(long, env = "TLS_KEY_FILE")]
+    tls_key: PathBuf,
+    /// How often the certificate and config files are checked for changes.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    reload_interval: Duration,
+    /// Admission requests handled at once; more wait.
+    #[arg(long, default_value_t = 64)]
+    max_concurrent_requests: usize,
+    /// Time allowed for a TLS handshake, request headers and a request body, each.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
+    /// After SIGTERM, how long in-flight requests may take to finish.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text", env = "LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+fn serve(s: Serve) -> Result<cli::Output, String> {
+    telemetry::init(s.log_format);
+    let args = ServeArgs {
+        config: s.config,
+        cluster: s.cluster,
+        own_namespace: s.own_namespace,
+        listen: s.listen,
+        metrics_listen: s.metrics_listen,
+        tls_cert: s.tls_cert,
+        tls_key: s.tls_key,
+        reload_interval: s.reload_interval,
+        limits: Limits {
+            max_concurrent: s.max_concurrent_requests,
+            handshake_timeout: s.request_timeout,
+            header_timeout: s.request_timeout,
+            body_timeout: s.request_timeout,
+            shutdown_grace: s.shutdown_grace,
+            ..Limits::default()
+        },
+    };
+    daemon::serve(&args).map_err(|e| {
+        tracing::error!("{e}");
+        e.to_string()
+    })?;
+    Ok(cli::Output {
+        stdout: String::new(),
+        stderr: String::new(),
+        code: 0,
+    })
+}
+
+fn write_certs(
+    names: &[String],
+    out: &std::path::Path,
+    days: u32,
+    force: bool,
+) -> Result<cli::Output, String> {
+    let generated = certs::generate(names, days).map_err(|e| e.to_string())?;
+    let written = certs::write(out, &generated, force).map_err(|e| e.to_string())?;
+    let mut stdout = String::new();
+    for path in written {
+        stdout.push_str(&format!("wrote {}\n", path.display()));
+    }
+    Ok(cli::Output {
+        stdout,
+        stderr: String::new(),
+        code: 0,
+    })
+}
+
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Command::Serve(s) => serve(*s),
+        Command::Certs {
+            names,
+            out,
+            days,
+            force,
+        } => write_certs(&names, &out, days, force),
         Command::Check {
             config,
             cluster,
@@ -85,14 +209,17 @@ fn main() -> ExitCode {
             own_namespace,
             json,
             images,
-        }),
+        })
+        .map_err(|e| e.to_string()),
         Command::Review {
             config,
             cluster,
             own_namespace,
             input,
-        } => cli::review(&config, &cluster, &own_namespace, &input),
-        Command::Validate { config, cluster } => cli::validate(&config, &cluster),
+        } => cli::review(&config, &cluster, &own_namespace, &input).map_err(|e| e.to_string()),
+        Command::Validate { config, cluster } => {
+            cli::validate(&config, &cluster).map_err(|e| e.to_string())
+        }
     };
     match result {
         Ok(out) => {

@@ -1,0 +1,250 @@
+//! Prometheus metrics, served as text on the plain-HTTP metrics port. Label values are the
+//! object's kind, operation and outcome, credential names and warning reasons: never a secret,
+//! a namespace or an image (namespaces and images are unbounded and belong in logs).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// The content type Prometheus expects for the text exposition format.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Labels of an admission request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `Pod`, `ServiceAccount`, `other` (a kind the injector ignores) or `unknown` (unreadable).
+    pub kind: &'static str,
+    /// `CREATE`, `UPDATE`, ... or `unknown`.
+    pub operation: &'static str,
+    /// See [`Outcome`].
+    pub outcome: &'static str,
+}
+
+/// How an admission request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered with a patch.
+    Patched,
+    /// Answered, allowed without a patch.
+    Unchanged,
+    /// Answered before the config was loaded: allowed, no patch.
+    NotReady,
+    /// Refused with a 4xx: malformed review, wrong content type, too large, too slow.
+    Rejected,
+}
+
+impl Outcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Patched => "patched",
+            Outcome::Unchanged => "unchanged",
+            Outcome::NotReady => "not_ready",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialLabels {
+    credential: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Every metric the injector exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Histogram,
+    injections: Family<CredentialLabels, Counter>,
+    warnings: Family<ReasonLabels, Counter>,
+    config_reloads: Family<ResultLabels, Counter>,
+    config_credentials: Gauge,
+    certificate_reloads: Family<ResultLabels, Counter>,
+}
+
+fn result_label(ok: bool) -> ResultLabels {
+    ResultLabels {
+        result: if ok { "success" } else { "error" },
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `pull_secret_injector_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("pull_secret_injector");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "admission_requests",
+            "Admission requests by object kind, operation and outcome",
+            requests.clone(),
+        );
+        // 25 µs to about 0.8 s: the decision takes microseconds, kube-apiserver gives up at
+        // the webhook's timeoutSeconds.
+        let latency = Histogram::new(exponential_buckets(0.000_025, 2.0, 16));
+        registry.register(
+            "admission_duration_seconds",
+            "Time from a complete request body to the response, in seconds",
+            latency.clone(),
+        );
+        let injections = Family::<CredentialLabels, Counter>::default();
+        registry.register(
+            "injections",
+            "Pull secrets injected, by credential",
+            injections.clone(),
+        );
+        let warnings = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "warnings",
+            "Admission warnings returned, by reason",
+            warnings.clone(),
+        );
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Config loads, by result (an error keeps the last good config)",
+            config_reloads.clone(),
+        );
+        let config_credentials = Gauge::default();
+        registry.register(
+            "config_credentials",
+            "Credentials in the config being served",
+            config_credentials.clone(),
+        );
+        let certificate_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "certificate_reloads",
+            "Serving certificate reloads, by result (an error keeps the old certificate)",
+            certificate_reloads.clone(),
+        );
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            injections,
+            warnings,
+            config_reloads,
+            config_credentials,
+            certificate_reloads,
+        }
+    }
+
+    /// Counts one admission request and, when it was answered, its latency.
+    pub fn admission(&self, labels: &RequestLabels, elapsed: Option<Duration>) {
+        self.requests.get_or_create(labels).inc();
+        if let Some(elapsed) = elapsed {
+            self.latency.observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Counts one injected secret for `credential`.
+    pub fn injection(&self, credential: &str) {
+        let labels = CredentialLabels {
+            credential: credential.to_string(),
+        };
+        self.injections.get_or_create(&labels).inc();
+    }
+
+    /// Counts one admission warning.
+    pub fn warning(&self, reason: &'static str) {
+        self.warnings.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Counts a config load and, when it succeeded, how many credentials it holds.
+    pub fn config_reload(&self, ok: bool, credentials: Option<usize>) {
+        self.config_reloads.get_or_create(&result_label(ok)).inc();
+        if let Some(n) = credentials {
+            self.config_credentials
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Counts a certificate reload.
+    pub fn certificate_reload(&self, ok: bool) {
+        self.certificate_reloads
+            .get_or_create(&result_label(ok))
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_its_labels() {
+        let m = Metrics::new();
+        m.admission(
+            &RequestLabels {
+                kind: "Pod",
+                operation: "CREATE",
+                outcome: Outcome::Patched.as_str(),
+            },
+            Some(Duration::from_micros(40)),
+        );
+        m.injection("icr");
+        m.injection("icr");
+        m.warning("source_missing");
+        m.config_reload(true, Some(3));
+        m.config_reload(false, None);
+        m.certificate_reload(true);
+        let text = m.render();
+        for line in [
+            r#"pull_secret_injector_admission_requests_total{kind="Pod",operation="CREATE",outcome="patched"} 1"#,
+            r#"pull_secret_injector_admission_duration_seconds_bucket{le="0.00005"} 1"#,
+            "pull_secret_injector_admission_duration_seconds_count 1",
+            r#"pull_secret_injector_injections_total{credential="icr"} 2"#,
+            r#"pull_secret_injector_warnings_total{reason="source_missing"} 1"#,
+            r#"pull_secret_injector_config_reloads_total{result="success"} 1"#,
+            r#"pull_secret_injector_config_reloads_total{result="error"} 1"#,
+            "pull_secret_injector_config_credentials 3",
+            r#"pull_secret_injector_certificate_reloads_total{result="success"} 1"#,
+            r#"pull_secret_injector_build_info{version=""#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

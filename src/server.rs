@@ -1,0 +1,589 @@
+//! The HTTPS admission endpoint and the plain-HTTP metrics endpoint: axum routes, a rustls
+//! accept loop speaking HTTP/1.1 and HTTP/2, input limits, and graceful shutdown.
+//!
+//! The handlers never block a pod: anything the injector cannot use is answered `allowed` with
+//! no patch (and a warning when the user should know), except bodies that are not an
+//! AdmissionReview at all, which get a 4xx that kube-apiserver treats per `failurePolicy`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::admission::{self, Reviewed};
+use crate::config::Config;
+use crate::file_source::Snapshot;
+use crate::metrics::{Metrics, Outcome, RequestLabels};
+use crate::policy::Catalog;
+use crate::state::ClusterState;
+use crate::tls::{ServingCert, TlsError};
+
+/// Bounds on what one client can make the server hold or wait for.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body accepted (413 above it).
+    pub max_body_bytes: usize,
+    /// Admission requests handled at once; more wait for a slot.
+    pub max_concurrent: usize,
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time allowed for a request's headers once a connection has sent its first byte
+    /// (HTTP/1.1).
+    pub header_timeout: Duration,
+    /// Time allowed for a request's body (408 after it).
+    pub body_timeout: Duration,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 8 * 1024 * 1024,
+            max_concurrent: 64,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What the handlers share: the snapshot being served, metrics and limits.
+pub struct App {
+    snapshot: ArcSwapOption<Snapshot>,
+    not_ready: ArcSwap<String>,
+    // Answers reviews (with no patch) while no snapshot is loaded.
+    empty: Snapshot,
+    shutting_down: AtomicBool,
+    metrics: Arc<Metrics>,
+    permits: Semaphore,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("ready", &self.snapshot.load().is_some())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// A server state with nothing loaded yet: `/readyz` says `reason` until
+    /// [`App::serve_snapshot`].
+    pub fn new(metrics: Arc<Metrics>, limits: Limits, reason: &str) -> Arc<App> {
+        let state = ClusterState::new();
+        let config = Config {
+            credentials: Vec::new(),
+            service_accounts: Vec::new(),
+            pods: false,
+            prune: false,
+        };
+        let catalog = Catalog::build(config, &state, None);
+        Arc::new(App {
+            snapshot: ArcSwapOption::empty(),
+            not_ready: ArcSwap::from_pointee(reason.to_string()),
+            empty: Snapshot { catalog, state },
+            shutting_down: AtomicBool::new(false),
+            metrics,
+            permits: Semaphore::new(limits.max_concurrent.max(1)),
+            limits,
+        })
+    }
+
+    /// Serves `snapshot` from the next request on.
+    pub fn serve_snapshot(&self, snapshot: Snapshot) {
+        self.snapshot.store(Some(Arc::new(snapshot)));
+    }
+
+    /// Records why nothing is served yet; ignored once a snapshot is served (the last good one
+    /// stays).
+    pub fn set_not_ready(&self, reason: &str) {
+        self.not_ready.store(Arc::new(reason.to_string()));
+    }
+
+    /// Whether a snapshot is served.
+    pub fn is_ready(&self) -> bool {
+        self.snapshot.load().is_some() && !self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The admission router: `POST /mutate`, `GET /healthz`, `GET /readyz`.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/mutate", post(mutate))
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .with_state(self.clone())
+    }
+
+    /// The metrics router: `GET /metrics`.
+    pub fn metrics_router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(self.clone())
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.shutting_down.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    if app.snapshot.load().is_some() {
+        return "ok\n".into_response();
+    }
+    let reason = app.not_ready.load();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready: {reason}\n"),
+    )
+        .into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+fn reject(app: &App, status: StatusCode, message: String) -> Response {
+    app.metrics.admission(
+        &RequestLabels {
+            kind: "unknown",
+            operation: "unknown",
+            outcome: Outcome::Rejected.as_str(),
+        },
+        None,
+    );
+    tracing::warn!(
+        status = status.as_u16(),
+        "admission request rejected: {message}"
+    );
+    (status, format!("{message}\n")).into_response()
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    let limit = app.limits.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        reject(
+            app,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than the {limit}-byte limit"),
+        )
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let collect = Limited::new(body, limit).collect();
+    match tokio::time::timeout(app.limits.body_timeout, collect).await {
+        Err(_) => Err(reject(
+            app,
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body not received within {:?}",
+                app.limits.body_timeout
+            ),
+        )),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Ok(Err(e)) => Err(reject(
+            app,
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the request body: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseReview<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: &'a admission::Response,
+}
+
+async fn mutate(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    if !is_json(&headers) {
+        return reject(
+            &app,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json (an AdmissionReview v1)".to_string(),
+        );
+    }
+    // The semaphore is never closed, so acquire only fails if it were; then serve unbounded.
+    let _permit = app.permits.acquire().await.ok();
+    let body = match read_body(&app, &headers, body).await {
+        Ok(b) => b,
+        Err(response) => return response,
+    };
+    let started = Instant::now();
+    let loaded = app.snapshot.load_full();
+    let snapshot = loaded.as_deref().unwrap_or(&app.empty);
+    let reviewed = match admission::review(&snapshot.catalog, &snapshot.state, &body) {
+        Ok(r) => r,
+        Err(e) => return reject(&app, StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let (body, outcome) = if loaded.is_some() {
+        let answered = record(&app, &reviewed);
+        (Bytes::from(reviewed.body), answered)
+    } else {
+        not_ready_answer(&app, reviewed)
+    };
+    let elapsed = started.elapsed();
+    app.metrics.admission(
+        &RequestLabels {
+            kind: kind_label(&outcome.kind),
+            operation: outcome.operation,
+            outcome: outcome.result.as_str(),
+        },
+        Some(elapsed),
+    );
+    log_admission(&outcome, elapsed);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// What one answered admission did, for the log line and the metrics.
+struct Answered {
+    uid: String,
+    kind: String,
+    operation: &'static str,
+    namespace: String,
+    name: String,
+    injected: Vec<String>,
+    copies: Vec<String>,
+    warnings: usize,
+    object_error: Option<String>,
+    result: Outcome,
+}
+
+fn kind_label(kind: &str) -> &'static str {
+    match kind {
+        "Pod" => "Pod",
+        "ServiceAccount" => "ServiceAccount",
+        _ => "other",
+    }
+}
+
+fn record(app: &App, reviewed: &Reviewed) -> Answered {
+    let o = &reviewed.outcome;
+    let mut answered = Answered {
+        uid: reviewed.response.uid.clone(),
+        kind: o.kind.clone(),
+        operation: o.operation,
+        namespace: o.namespace.clone(),
+        name: o.name.clone(),
+        injected: Vec::new(),
+        copies: Vec::new(),
+        warnings: reviewed.response.warnings.len(),
+        object_error: o.object_error.clone(),
+        result: if reviewed.response.patch.is_some() {
+            Outcome::Patched
+        } else {
+            Outcome::Unchanged
+        },
+    };
+    if let Some(decision) = &o.decision {
+        for credential in &decision.credentials {
+            app.metrics.injection(credential);
+        }
+        for w in &decision.warnings {
+            app.metrics.warning(w.reason.as_str());
+        }
+        answered.injected = decision.add.clone();
+        answered.copies = decision
+            .copies
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
+    }
+    answered
+}
+
+fn not_ready_answer(app: &App, reviewed: Reviewed) -> (Bytes, Answered) {
+    let mut response = reviewed.response;
+    let reason = app.not_ready.load();
+    if kind_label(&reviewed.outcome.kind) != "other" {
+        response.warnings.push(format!(
+            "pull-secret-injector is not ready ({reason}); no pull secrets injected"
+        ));
+    }
+    let body = serde_json::to_vec(&ResponseReview {
+        api_version: "admission.k8s.io/v1",
+        kind: "AdmissionReview",
+        response: &response,
+    })
+    .unwrap_or_default();
+    let o = reviewed.outcome;
+    let answered = Answered {
+        uid: response.uid.clone(),
+        kind: o.kind,
+        operation: o.operation,
+        namespace: o.namespace,
+        name: o.name,
+        injected: Vec::new(),
+        copies: Vec::new(),
+        warnings: response.warnings.len(),
+        object_error: o.object_error,
+        result: Outcome::NotReady,
+    };
+    (Bytes::from(body), answered)
+}
+
+fn log_admission(a: &Answered, elapsed: Duration) {
+    let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    match &a.object_error {
+        None => tracing::info!(
+            uid = %a.uid,
+            kind = %a.kind,
+            operation = %a.operation,
+            namespace = %a.namespace,
+            name = %a.name,
+            injected = %a.injected.join(","),
+            copies_needed = %a.copies.join(","),
+            warnings = a.warnings,
+            outcome = %a.result.as_str(),
+            latency_us,
+            "admission"
+        ),
+        Some(error) => tracing::warn!(
+            uid = %a.uid,
+            kind = %a.kind,
+            operation = %a.operation,
+            namespace = %a.namespace,
+            name = %a.name,
+            error = %error,
+            warnings = a.warnings,
+            outcome = %a.result.as_str(),
+            latency_us,
+            "admission: object not readable, nothing injected"
+        ),
+    }
+}
+
+/// Listening sockets, bound before serving so that callers learn the ports (port 0 in tests).
+pub struct Bound {
+    admission: TcpListener,
+    metrics: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Arc<App>,
+}
+
+/// Binds the admission and metrics ports.
+pub async fn bind(
+    admission: SocketAddr,
+    metrics: SocketAddr,
+    cert: &Arc<ServingCert>,
+    app: Arc<App>,
+) -> Result<Bound, ServeError> {
+    let tls = cert.server_config()?;
+    let admission_listener =
+        TcpListener::bind(admission)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: admission,
+                what: "admission",
+                source,
+            })?;
+    let metrics_listener = TcpListener::bind(metrics)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: metrics,
+            what: "metrics",
+            source,
+        })?;
+    Ok(Bound {
+        admission: admission_listener,
+        metrics: metrics_listener,
+        acceptor: TlsAcceptor::from(tls),
+        app,
+    })
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A port could not be bound.
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// `admission` or `metrics`.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The metrics server failed.
+    #[error("metrics server: {0}")]
+    Metrics(std::io::Error),
+    /// Neither `--config` nor a usable cluster mode.
+    #[error(
+        "cluster mode (reading the config and secrets from the Kubernetes API) is not available in this version; serve from files with --config FILE [--cluster PATH]..."
+    )]
+    ClusterModeUnavailable,
+    /// Flags that do not fit together.
+    #[error("{0}")]
+    Usage(String),
+    /// The async runtime could not start or a server task failed.
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl Bound {
+    /// The admission (HTTPS) address.
+    pub fn admission_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admission.local_addr()
+    }
+
+    /// The metrics (HTTP) address.
+    pub fn metrics_addr(&self) -> std::io::Result<SocketAddr> {
+        self.metrics.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
+    /// within the grace period, and returns.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let app = self.app.clone();
+        let grace = app.limits.shutdown_grace;
+
+        let mut metrics_stop = stop_rx.clone();
+        let metrics_server = axum::serve(self.metrics, app.metrics_router())
+            .with_graceful_shutdown(async move {
+                let _ = metrics_stop.wait_for(|stop| *stop).await;
+            });
+        let metrics_task = tokio::spawn(async move { metrics_server.await });
+
+        let graceful = GracefulShutdown::new();
+        let service = TowerToHyperService::new(app.router());
+        tokio::pin!(shutdown);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.admission.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = self.acceptor.clone();
+            let service = service.clone();
+            let watcher = graceful.watcher();
+            let limits = app.limits.clone();
+            tokio::spawn(async move {
+                let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp))
+                    .await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_timeout)
+                    .keep_alive(true);
+                builder
+                    .http2()
+                    .timer(TokioTimer::new())
+                    .max_concurrent_streams(256)
+                    .keep_alive_interval(Duration::from_secs(30))
+                    .keep_alive_timeout(Duration::from_secs(20));
+                // ALPN already said which protocol: skip sniffing the preface.
+                let builder = if h2 {
+                    builder.http2_only()
+                } else {
+                    builder.http1_only()
+                };
+                let conn = builder.serve_connection(TokioIo::new(tls), service);
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+            });
+        }
+        drop(self.admission);
+        app.shutting_down.store(true, Ordering::Relaxed);
+        let _ = stop_tx.send(true);
+        tracing::info!(grace = ?grace, "shutting down: no new connections, finishing in-flight requests");
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over; closing the remaining connections");
+        }
+        match tokio::time::timeout(grace, metrics_task).await {
+            Ok(Ok(Err(e))) => Err(ServeError::Metrics(e)),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The serving certificate: loaded from PEM files, swapped in place when the files change, so
+//! new handshakes get the new certificate while open connections carry on.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::reload::Fingerprint;
+
+/// Why a certificate and key pair cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The certificate file holds no usable certificate.
+    #[error("{path}: no PEM certificate found ({reason})")]
+    Certificate {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM reader said.
+        reason: String,
+    },
+    /// The key file holds no usable private key.
+    #[error("{path}: no usable PEM private key ({reason})")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong, without key material.
+        reason: String,
+    },
+    /// The key does not belong to the certificate, or rustls refuses the pair.
+    #[error("{cert} and {key} do not form a usable pair: {reason}")]
+    Pair {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// rustls' reason.
+        reason: String,
+    },
+    /// The TLS configuration could not be built.
+    #[error("cannot configure TLS: {0}")]
+    Config(String),
+}
+
+/// The crypto provider every TLS object here uses (ring: no C toolchain beyond cc).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// What [`ServingCert::reload`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// The files hold what is already served.
+    Unchanged,
+    /// A new pair is served from now on.
+    Replaced,
+}
+
+/// The certificate and key served, with the files they came from.
+pub struct ServingCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: ArcSwap<CertifiedKey>,
+    // The last content seen, good or bad: a bad pair is reported once, not at every poll.
+    seen: Mutex<Fingerprint>,
+}
+
+impl fmt::Debug for ServingCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServingCert")
+            .field("cert_path", &self.cert_path)
+            .field("key_path", &self.key_path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn parse_pair(
+    cert_path: &Path,
+    cert_pem: &[u8],
+    key_path: &Path,
+    key_pem: &[u8],
+) -> Result<CertifiedKey, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Certificate {
+            path: cert_path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::Certificate {
+            path: cert_path.to_path_buf(),
+            reason: "the file has no CERTIFICATE block".to_string(),
+        });
+    }
+    // The PEM error names a section kind or position, never key bytes.
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Key {
+        path: key_path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| TlsError::Pair {
+        cert: cert_path.to_path_buf(),
+        key: key_path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+impl ServingCert {
+    /// Loads the pair; fails when either file is unreadable or they do not match.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
+        let cert_pem = read(cert_path)?;
+        let key_pem = read(key_path)?;
+        let pair = parse_pair(cert_path, &cert_pem, key_path, &key_pem)?;
+        Ok(ServingCert {
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+            current: ArcSwap::from_pointee(pair),
+            seen: Mutex::new(Fingerprint::of([cert_pem.as_slice(), key_pem.as_slice()])),
+        })
+    }
+
+    /// Re-reads the files. A new valid pair replaces the served one; an invalid one is an error
+    /// and the old pair keeps serving. Content already seen (served or refused) is `Unchanged`,
+    /// so a broken pair left on disk is reported once.
+    pub fn reload(&self) -> Result<Reload, TlsError> {
+        // Read both before comparing: a rotation replaces them together.
+        let cert_pem = read(&self.cert_path)?;
+        let key_pem = read(&self.key_path)?;
+        let fingerprint = Fingerprint::of([cert_pem.as_slice(), key_pem.as_slice()]);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if *seen == fingerprint {
+                return Ok(Reload::Unchanged);
+            }
+            *seen = fingerprint;
+        }
+        let pair = parse_pair(&self.cert_path, &cert_pem, &self.key_path, &key_pem)?;
+        self.current.store(Arc::new(pair));
+        Ok(Reload::Replaced)
+    }
+
+    /// The DER of the certificate served now (the leaf first).
+    pub fn current_chain(&self) -> Vec<CertificateDer<'static>> {
+        self.current.load().cert.clone()
+    }
+
+    /// A rustls server configuration that always serves the current pair: TLS 1.2 and 1.3,
+    /// ALPN `h2` then `http/1.1`.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Resolver(self.clone())));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+#[derive(Debug)]
+struct Resolver(Arc<ServingCert>);
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.current.load_full())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs;
+
+    fn write_pair(dir: &Path, names: &[&str]) -> certs::Generated {
+        let g =
+            certs::generate(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>(), 1).unwrap();
+        certs::write(dir, &g, true).unwrap();
+        g
+    }
+
+    fn paths(dir: &Path) -> (PathBuf, PathBuf) {
+        (dir.join(certs::CERT_FILE), dir.join(certs::KEY_FILE))
+    }
+
+    #[test]
+    fn reload_swaps_a_good_pair_and_keeps_the_old_one_on_a_bad_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = write_pair(dir.path(), &["a.svc"]);
+        let (cert, key) = paths(dir.path());
+        let serving = ServingCert::load(&cert, &key).unwrap();
+        let first_der = CertificateDer::from_pem_slice(first.cert_pem.as_bytes()).unwrap();
+        assert_eq!(serving.current_chain()[0], first_der);
+        assert_eq!(serving.reload().unwrap(), Reload::Unchanged);
+
+        let second = write_pair(dir.path(), &["b.svc"]);
+        assert_eq!(serving.reload().unwrap(), Reload::Replaced);
+        let second_der = CertificateDer::from_pem_slice(second.cert_pem.as_bytes()).unwrap();
+        assert_eq!(serving.current_chain()[0], second_der);
+
+        // A key from another pair: refused once, then not reported again, old pair served.
+        let third = certs::generate(&["c.svc".to_string()], 1).unwrap();
+        std::fs::write(&key, third.key_pem.as_bytes()).unwrap();
+        let err = serving.reload().unwrap_err();
+        assert!(matches!(err, TlsError::Pair { .. }), "{err}");
+        assert!(!err.to_string().contains("PRIVATE KEY"), "{err}");
+        assert_eq!(serving.reload().unwrap(), Reload::Unchanged);
+        assert_eq!(serving.current_chain()[0], second_der);
+
+        // Garbage in the key file.
+        std::fs::write(&key, b"not a key").unwrap();
+        assert!(matches!(serving.reload(), Err(TlsError::Key { .. })));
+        assert_eq!(serving.current_chain()[0], second_der);
+    }
+
+    #[test]
+    fn load_names_the_file_and_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = paths(dir.path());
+        let err = ServingCert::load(&cert, &key).unwrap_err();
+        assert!(err.to_string().contains("tls.crt"), "{err}");
+        write_pair(dir.path(), &["a.svc"]);
+        std::fs::write(&cert, b"").unwrap();
+        let err = ServingCert::load(&cert, &key).unwrap_err();
+        assert!(matches!(err, TlsError::Certificate { .. }), "{err}");
+        assert!(err.to_string().contains("tls.crt"), "{err}");
+    }
+}
