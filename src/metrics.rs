@@ -71,12 +71,24 @@ struct BuildLabels {
     version: &'static str,
 }
 
+/// Keeps a request counted in `admission_in_flight`; dropping it (even when the client goes
+/// away mid-request) stops counting it.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Every metric the injector exports.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Histogram,
+    in_flight: Gauge,
     injections: Family<CredentialLabels, Counter>,
     warnings: Family<ReasonLabels, Counter>,
     config_reloads: Family<ResultLabels, Counter>,
@@ -113,6 +125,12 @@ impl Metrics {
             "admission_duration_seconds",
             "Time from a complete request body to the response, in seconds",
             latency.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "admission_in_flight",
+            "Admission requests being received or answered now",
+            in_flight.clone(),
         );
         let injections = Family::<CredentialLabels, Counter>::default();
         registry.register(
@@ -155,6 +173,7 @@ impl Metrics {
             registry,
             requests,
             latency,
+            in_flight,
             injections,
             warnings,
             config_reloads,
@@ -169,6 +188,12 @@ impl Metrics {
         if let Some(elapsed) = elapsed {
             self.latency.observe(elapsed.as_secs_f64());
         }
+    }
+
+    /// Counts a request as in flight until the returned guard is dropped.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
     }
 
     /// Counts one injected secret for `credential`.

@@ -255,6 +255,7 @@ async fn mutate(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> 
             "Content-Type must be application/json (an AdmissionReview v1)".to_string(),
         );
     }
+    let _in_flight = app.metrics.in_flight();
     // The semaphore is never closed, so acquire only fails if it were; then serve unbounded.
     let _permit = app.permits.acquire().await.ok();
     let body = match read_body(&app, &headers, body).await {
