@@ -418,6 +418,8 @@ mod wire {
     use std::marker::PhantomData;
 
     use serde::Deserialize;
+
+    use crate::policy::{INJECTED_ANNOTATION, OPT_OUT_KEY};
     use serde::de::{
         self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
     };
@@ -648,7 +650,10 @@ mod wire {
         pub name: Option<Str<'a>>,
         pub generate_name: Option<Str<'a>>,
         pub namespace: Option<Str<'a>>,
+        /// Only the opt-out label: `Subject::labels` is documented to be read for nothing else.
         pub labels: Option<BTreeMap<String, String>>,
+        /// Only the opt-out annotation and the injected record, which is all `Subject` and
+        /// the patch read. `Some` whenever the object has annotations, since the patch differs.
         pub annotations: Option<BTreeMap<String, String>>,
     }
 
@@ -683,8 +688,13 @@ mod wire {
                             MetadataKey::Name => meta.name = map.next_value()?,
                             MetadataKey::GenerateName => meta.generate_name = map.next_value()?,
                             MetadataKey::Namespace => meta.namespace = map.next_value()?,
-                            MetadataKey::Labels => meta.labels = map.next_value()?,
-                            MetadataKey::Annotations => meta.annotations = map.next_value()?,
+                            MetadataKey::Labels => {
+                                meta.labels = map.next_value_seed(Picked(&[OPT_OUT_KEY]))?;
+                            }
+                            MetadataKey::Annotations => {
+                                meta.annotations = map
+                                    .next_value_seed(Picked(&[OPT_OUT_KEY, INJECTED_ANNOTATION]))?;
+                            }
                             MetadataKey::Other => {
                                 map.next_value::<IgnoredAny>()?;
                             }
@@ -694,6 +704,51 @@ mod wire {
                 }
             }
             deserializer.deserialize_map(MetadataVisitor(PhantomData))
+        }
+    }
+
+    /// A string map (labels, annotations) keeping only the given keys: the others are checked
+    /// to be strings, as a `BTreeMap<String, String>` would, but not copied. Pods often carry
+    /// long annotations (`kubectl.kubernetes.io/last-applied-configuration`).
+    struct Picked(&'static [&'static str]);
+
+    impl<'de> DeserializeSeed<'de> for Picked {
+        type Value = Option<BTreeMap<String, String>>;
+        fn deserialize<D: Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_option(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Picked {
+        type Value = Option<BTreeMap<String, String>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(
+            self,
+            deserializer: D,
+        ) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_map(self)
+        }
+        // Repeated keys: the last wins, as in a BTreeMap.
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut picked = BTreeMap::new();
+            while let Some(key) = map.next_key::<Str>()? {
+                let value: Str = map.next_value()?;
+                if self.0.contains(&key.as_str()) {
+                    picked.insert(key.as_str().to_string(), value.as_str().to_string());
+                }
+            }
+            Ok(Some(picked))
         }
     }
 
@@ -1539,6 +1594,8 @@ credentials:
         "/request/object/metadata/labels",
         "/request/object/metadata/annotations",
         "/request/object/metadata/annotations/pull-secret-injector~1injected",
+        "/request/object/metadata/annotations/pull-secret-injector~1inject",
+        "/request/object/metadata/labels/pull-secret-injector~1inject",
         "/request/object/spec",
         "/request/object/spec/initContainers",
         "/request/object/spec/initContainers/0/image",
@@ -1564,6 +1621,7 @@ credentials:
             json!("us.icr.io/ns/app:1"),
             json!("Pod"),
             json!("CREATE"),
+            json!("false"),
             json!(""),
             json!([]),
             json!([1, "x", null]),
@@ -1933,6 +1991,52 @@ credentials:
             );
             assert_eq!(reviewed.outcome.decision.unwrap().add, add, "{object}");
             assert_eq!(reviewed.outcome.name, name);
+            assert_like_reference(&catalog, &state, &body);
+        }
+    }
+
+    #[test]
+    fn only_the_labels_and_annotations_read_are_kept_and_all_are_checked() {
+        let (catalog, state) = setup();
+        let opted_out = |metadata: &str| {
+            let body = raw_pod_review(&format!(
+                r#"{{"metadata":{metadata},"spec":{{"containers":[{{"image":"nginx"}}]}}}}"#
+            ));
+            assert_like_reference(&catalog, &state, &body);
+            let reviewed = review(&catalog, &state, &body).unwrap();
+            reviewed.outcome.decision.unwrap().skipped.is_some()
+        };
+        assert!(opted_out(
+            r#"{"labels":{"a":"b","pull-secret-injector/inject":"false","z":"y"}}"#
+        ));
+        assert!(opted_out(
+            r#"{"annotations":{"a":"{\"big\":1}","pull-secret-injector\/inject":"false"}}"#
+        ));
+        assert!(!opted_out(
+            r#"{"labels":{"pull-secret-injector/inject":"false","pull-secret-injector/inject":"true"}}"#
+        ));
+        assert!(!opted_out(r#"{"labels":{"a":"false"},"annotations":{}}"#));
+        // Keys not kept are still checked: the review is malformed, as before.
+        let body = raw_pod_review(r#"{"metadata":{"annotations":{"a":1}},"spec":{}}"#);
+        assert!(review(&catalog, &state, &body).is_err());
+        // Empty or unrelated annotations still exist: the record is added to them, not created.
+        for (annotations, path) in [
+            (
+                r#","annotations":{"a":"b"}"#,
+                "/metadata/annotations/pull-secret-injector~1injected",
+            ),
+            ("", "/metadata/annotations"),
+        ] {
+            let body = raw_pod_review(&format!(
+                r#"{{"metadata":{{"name":"p"{annotations}}},"spec":{{"containers":[{{"image":"nginx"}}]}}}}"#
+            ));
+            let patch = review(&catalog, &state, &body)
+                .unwrap()
+                .response
+                .decoded_patch()
+                .unwrap();
+            let last = serde_json::to_value(&patch).unwrap()[1]["path"].clone();
+            assert_eq!(last, path);
             assert_like_reference(&catalog, &state, &body);
         }
     }
