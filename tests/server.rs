@@ -384,7 +384,9 @@ async fn bad_requests_get_a_clear_4xx_and_the_server_carries_on() {
     let mut delete = review.clone();
     delete["request"]["operation"] = json!("DELETE");
     delete["request"]["oldObject"] = delete["request"]["object"].take();
-    for body in [update, deployment, delete] {
+    let mut future_operation = review.clone();
+    future_operation["request"]["operation"] = json!("SOMETHING_NEW");
+    for body in [update, deployment, delete, future_operation] {
         let (status, answer) = post_review(&c, &url, body.to_string().into_bytes()).await;
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["response"]["allowed"], true);
