@@ -135,7 +135,7 @@ struct Serve {
 }
 
 fn serve(s: Serve) -> Result<cli::Output, String> {
-    telemetry::init(s.log_format);
+    let _logs = telemetry::init(s.log_format);
     let args = ServeArgs {
         config: s.config,
         cluster: s.cluster,

@@ -1,7 +1,14 @@
 //! Logging setup: `tracing` to standard output, as text or JSON lines, filtered by `RUST_LOG`
 //! (default `info`).
 
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -12,9 +19,138 @@ pub enum LogFormat {
     Json,
 }
 
+/// Flushes buffered log lines when dropped (keep it until the process is about to exit).
+#[must_use = "dropping the guard flushes and stops buffering"]
+#[derive(Debug)]
+pub struct LogGuard {
+    buffer: Option<LineBuffer>,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if let Some(buffer) = &self.buffer {
+            buffer.shared.stopped.store(true, Ordering::Relaxed);
+            buffer.flush();
+        }
+    }
+}
+
+/// Log lines waiting to be written to stdout.
+///
+/// With one line per admission, a `write(2)` per line (what stdout does) and a thread
+/// wake-up per line (what a channel to a writer thread does) were the largest costs of serving
+/// an admission. Lines are appended to a buffer instead, and written in batches: when it holds
+/// `FLUSH_BYTES`, every `FLUSH_EVERY`, at once for warnings and errors, and when the guard is
+/// dropped. A crash loses at most the last `FLUSH_EVERY` of info lines.
+#[derive(Debug, Clone)]
+struct LineBuffer {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    lines: Mutex<Vec<u8>>,
+    stopped: AtomicBool,
+}
+
+const FLUSH_BYTES: usize = 64 * 1024;
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+impl LineBuffer {
+    fn new() -> Self {
+        let buffer = LineBuffer {
+            shared: Arc::new(Shared {
+                lines: Mutex::new(Vec::with_capacity(FLUSH_BYTES)),
+                stopped: AtomicBool::new(false),
+            }),
+        };
+        let flusher = buffer.clone();
+        // A plain thread: logs must flow before and after the async runtime exists.
+        let spawned = std::thread::Builder::new()
+            .name("log-flush".into())
+            .spawn(move || {
+                while !flusher.shared.stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(FLUSH_EVERY);
+                    flusher.flush();
+                }
+            });
+        if spawned.is_err() {
+            // Without the thread, write every line at once rather than holding them.
+            buffer.shared.stopped.store(true, Ordering::Relaxed);
+        }
+        buffer
+    }
+
+    fn lines(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.shared
+            .lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn flush(&self) {
+        let mut lines = self.lines();
+        write_out(&mut lines);
+    }
+}
+
+/// Writes and empties `lines`; called with the buffer locked so batches stay in order.
+fn write_out(lines: &mut Vec<u8>) {
+    if lines.is_empty() {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    // Nowhere to report a failed log write; the lines are dropped rather than kept forever.
+    let _ = stdout.write_all(lines);
+    let _ = stdout.flush();
+    lines.clear();
+}
+
+/// One event's writer: tracing-subscriber formats an event, then writes it in one call.
+struct EventWriter {
+    buffer: LineBuffer,
+    urgent: bool,
+}
+
+impl Write for EventWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let mut lines = self.buffer.lines();
+        lines.extend_from_slice(bytes);
+        if self.urgent
+            || lines.len() >= FLUSH_BYTES
+            || self.buffer.shared.stopped.load(Ordering::Relaxed)
+        {
+            write_out(&mut lines);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for LineBuffer {
+    type Writer = EventWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        EventWriter {
+            buffer: self.clone(),
+            urgent: true,
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
+        EventWriter {
+            buffer: self.clone(),
+            urgent: *meta.level() <= Level::WARN,
+        }
+    }
+}
+
 /// Installs the global subscriber. An invalid `RUST_LOG` is reported and `info` used instead,
 /// rather than starting a webhook that logs nothing.
-pub fn init(format: LogFormat) {
+pub fn init(format: LogFormat) -> LogGuard {
     let (filter, bad) = match EnvFilter::try_from_default_env() {
         Ok(f) => (f, None),
         Err(e) => {
@@ -22,12 +158,14 @@ pub fn init(format: LogFormat) {
             (EnvFilter::new("info"), bad)
         }
     };
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let buffer = LineBuffer::new();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+        .with_writer(buffer.clone())
+        .with_ansi(ansi);
     // A second init (tests starting several servers) keeps the first subscriber.
-    let _ = match format {
+    let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
             .json()
@@ -37,5 +175,8 @@ pub fn init(format: LogFormat) {
     };
     if let Some((value, reason)) = bad {
         tracing::warn!("RUST_LOG={value:?} is not a valid filter ({reason}); logging at info");
+    }
+    LogGuard {
+        buffer: installed.ok().map(|()| buffer),
     }
 }
