@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -247,8 +247,11 @@ struct ResponseReview<'a> {
     response: &'a admission::Response,
 }
 
-async fn mutate(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    if !is_json(&headers) {
+async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
+    // Taking the parts rather than a HeaderMap extractor, which would clone the headers.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    if !is_json(headers) {
         return reject(
             &app,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -258,7 +261,7 @@ async fn mutate(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> 
     let _in_flight = app.metrics.in_flight();
     // The semaphore is never closed, so acquire only fails if it were; then serve unbounded.
     let _permit = app.permits.acquire().await.ok();
-    let body = match read_body(&app, &headers, body).await {
+    let body = match read_body(&app, headers, body).await {
         Ok(b) => b,
         Err(response) => return response,
     };
