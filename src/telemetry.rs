@@ -38,8 +38,8 @@ impl Drop for LogGuard {
 /// Log lines waiting to be written to stdout.
 ///
 /// With one line per admission, a `write(2)` per line (what stdout does) and a thread
-/// wake-up per line (what a channel to a writer thread does) were the largest costs of serving
-/// an admission. Lines are appended to a buffer instead, and written in batches: when it holds
+/// wake-up per line (what a channel to a writer thread does) were a large share of the cost of
+/// serving an admission. Lines are appended to a buffer instead, and written in batches: when it holds
 /// `FLUSH_BYTES`, every `FLUSH_EVERY`, at once for warnings and errors, and when the guard is
 /// dropped. A crash loses at most the last `FLUSH_EVERY` of info lines.
 #[derive(Debug, Clone)]
@@ -50,6 +50,9 @@ struct LineBuffer {
 #[derive(Debug)]
 struct Shared {
     lines: Mutex<Vec<u8>>,
+    // Held while a batch is written, so batches reach stdout in order while `lines` stays
+    // free for admissions: a slow stdout (a full pipe, a disk stall) never blocks appending.
+    write_order: Mutex<()>,
     stopped: AtomicBool,
 }
 
@@ -61,6 +64,7 @@ impl LineBuffer {
         let buffer = LineBuffer {
             shared: Arc::new(Shared {
                 lines: Mutex::new(Vec::with_capacity(FLUSH_BYTES)),
+                write_order: Mutex::new(()),
                 stopped: AtomicBool::new(false),
             }),
         };
@@ -89,21 +93,23 @@ impl LineBuffer {
     }
 
     fn flush(&self) {
-        let mut lines = self.lines();
-        write_out(&mut lines);
+        let _order = self
+            .shared
+            .write_order
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let batch = {
+            let mut lines = self.lines();
+            if lines.is_empty() {
+                return;
+            }
+            std::mem::replace(&mut *lines, Vec::with_capacity(FLUSH_BYTES))
+        };
+        let mut stdout = std::io::stdout().lock();
+        // Nowhere to report a failed log write; the batch is dropped rather than kept forever.
+        let _ = stdout.write_all(&batch);
+        let _ = stdout.flush();
     }
-}
-
-/// Writes and empties `lines`; called with the buffer locked so batches stay in order.
-fn write_out(lines: &mut Vec<u8>) {
-    if lines.is_empty() {
-        return;
-    }
-    let mut stdout = std::io::stdout().lock();
-    // Nowhere to report a failed log write; the lines are dropped rather than kept forever.
-    let _ = stdout.write_all(lines);
-    let _ = stdout.flush();
-    lines.clear();
 }
 
 /// One event's writer: tracing-subscriber formats an event, then writes it in one call.
@@ -114,13 +120,13 @@ struct EventWriter {
 
 impl Write for EventWriter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let mut lines = self.buffer.lines();
-        lines.extend_from_slice(bytes);
-        if self.urgent
-            || lines.len() >= FLUSH_BYTES
-            || self.buffer.shared.stopped.load(Ordering::Relaxed)
-        {
-            write_out(&mut lines);
+        let full = {
+            let mut lines = self.buffer.lines();
+            lines.extend_from_slice(bytes);
+            lines.len() >= FLUSH_BYTES
+        };
+        if full || self.urgent || self.buffer.shared.stopped.load(Ordering::Relaxed) {
+            self.buffer.flush();
         }
         Ok(bytes.len())
     }
