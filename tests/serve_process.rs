@@ -118,11 +118,10 @@ impl Serving {
 
     /// Sends SIGTERM and returns the exit code and the rest of the log.
     fn terminate(mut self) -> (Option<i32>, Vec<String>) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: signals a child we started and have not reaped, so the pid is still ours.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(sent, 0, "kill(SIGTERM) failed");
         let code = self.child.wait().expect("wait").code();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.log.push(line);
