@@ -1386,8 +1386,7 @@ mod baseline {
     use axum::http::{HeaderValue, StatusCode, header};
     use axum::response::{IntoResponse, Response};
     use axum::routing::post;
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto;
+    use hyper_util::rt::TokioIo;
     use hyper_util::service::TowerToHyperService;
     use rustls::ServerConfig;
     use rustls_pki_types::pem::PemObject;
@@ -1503,7 +1502,7 @@ mod baseline {
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let service = service.clone();
-            // The same connection setup as src/server.rs.
+            // The same connection setup as src/server.rs, by calling it.
             tokio::spawn(async move {
                 let Ok(Ok(tls)) =
                     tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
@@ -1511,23 +1510,8 @@ mod baseline {
                     return;
                 };
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .keep_alive(true);
-                builder
-                    .http2()
-                    .timer(TokioTimer::new())
-                    .max_concurrent_streams(256)
-                    .keep_alive_interval(Duration::from_secs(30))
-                    .keep_alive_timeout(Duration::from_secs(20));
-                let builder = if h2 {
-                    builder.http2_only()
-                } else {
-                    builder.http1_only()
-                };
+                let builder =
+                    pull_secret_injector::server::connection_builder(h2, Duration::from_secs(10));
                 let _ = builder.serve_connection(TokioIo::new(tls), service).await;
             });
         }

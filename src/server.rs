@@ -416,6 +416,29 @@ fn log_admission(a: &Answered, elapsed: Duration) {
     }
 }
 
+/// The HTTP side of one TLS connection: HTTP/2 when ALPN chose it (no preface sniffing),
+/// HTTP/1.1 with keep-alive and a header timeout otherwise. Public so that the load benchmark's
+/// bare server uses exactly this setup.
+pub fn connection_builder(h2: bool, header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    }
+}
+
 /// Listening sockets, bound before serving so that callers learn the ports (port 0 in tests).
 pub struct Bound {
     admission: TcpListener,
@@ -551,24 +574,7 @@ impl Bound {
                     }
                 };
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(limits.header_timeout)
-                    .keep_alive(true);
-                builder
-                    .http2()
-                    .timer(TokioTimer::new())
-                    .max_concurrent_streams(256)
-                    .keep_alive_interval(Duration::from_secs(30))
-                    .keep_alive_timeout(Duration::from_secs(20));
-                // ALPN already said which protocol: skip sniffing the preface.
-                let builder = if h2 {
-                    builder.http2_only()
-                } else {
-                    builder.http1_only()
-                };
+                let builder = connection_builder(h2, limits.header_timeout);
                 let conn = builder.serve_connection(TokioIo::new(tls), service);
                 if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!(%peer, "connection ended: {e}");
