@@ -3,8 +3,6 @@
 //!
 //! The response is always `allowed: true`: the injector mutates, it never blocks a pod.
 
-use std::collections::BTreeMap;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use json_patch::jsonptr::PointerBuf;
@@ -112,6 +110,89 @@ pub fn review(
     view: &dyn ClusterView,
     body: &[u8],
 ) -> Result<Reviewed, ReviewError> {
+    decide(catalog, view, body)?.finish()
+}
+
+/// A decided review whose patch is not rendered yet: the server makes the copies the decision
+/// asks for in between, and may drop names whose copy turned out impossible.
+#[derive(Debug)]
+pub struct Pending {
+    response: Response,
+    outcome: Outcome,
+    patch: Option<PatchContext>,
+}
+
+/// What the patch needs to know about the object, owned so that the body can be released.
+#[derive(Debug)]
+struct PatchContext {
+    kind: SubjectKind,
+    has_pull_secrets: bool,
+    has_annotations: bool,
+    injected: Option<String>,
+}
+
+impl Pending {
+    /// The decision, when the object is one the injector mutates.
+    pub fn decision(&self) -> Option<&Decision> {
+        self.outcome.decision.as_ref()
+    }
+
+    /// Takes the copies the decision asks for, leaving none behind.
+    pub fn take_copies(&mut self) -> Vec<crate::policy::CopyRequest> {
+        self.outcome
+            .decision
+            .as_mut()
+            .map(|d| std::mem::take(&mut d.copies))
+            .unwrap_or_default()
+    }
+
+    /// Withdraws a secret name from the patch (its copy cannot be made) and says why.
+    pub fn withdraw(&mut self, name: &str, credential: &str, warning: crate::policy::Warning) {
+        if let Some(d) = self.outcome.decision.as_mut() {
+            if let Some(i) = d.add.iter().position(|n| n == name) {
+                d.add.remove(i);
+                // The metric counts injections: a credential with nothing left injected goes.
+                if d.add.is_empty() {
+                    d.credentials.clear();
+                } else {
+                    d.credentials.retain(|c| c != credential);
+                }
+            }
+            d.warnings.push(warning);
+        }
+    }
+
+    /// Adds a warning for the user (a copy that is late, say).
+    pub fn warn(&mut self, warning: crate::policy::Warning) {
+        if let Some(d) = self.outcome.decision.as_mut() {
+            d.warnings.push(warning);
+        }
+    }
+
+    /// Renders the patch and the AdmissionReview response.
+    pub fn finish(self) -> Result<Reviewed, ReviewError> {
+        let Pending {
+            response,
+            mut outcome,
+            patch,
+        } = self;
+        let (response, outcome) = match (patch, outcome.decision.take()) {
+            (Some(ctx), Some(decision)) => finish(response, outcome, decision, &ctx),
+            (_, decision) => {
+                outcome.decision = decision;
+                (response, outcome)
+            }
+        };
+        render(response, outcome)
+    }
+}
+
+/// Parses an AdmissionReview request body and decides, without rendering the patch.
+pub fn decide(
+    catalog: &Catalog,
+    view: &dyn ClusterView,
+    body: &[u8],
+) -> Result<Pending, ReviewError> {
     let parsed: wire::AdmissionReview = serde_json::from_slice(body)
         .map_err(|e| ReviewError::Malformed(describe_json_error(&e)))?;
     if parsed.api_version.as_str() != "admission.k8s.io/v1" {
@@ -120,8 +201,7 @@ pub fn review(
         ));
     }
     let request = parsed.request.ok_or(ReviewError::NoRequest)?;
-    let (response, outcome) = answer(catalog, view, &request);
-    render(response, outcome)
+    Ok(answer(catalog, view, &request))
 }
 
 /// Wraps the response in an AdmissionReview v1 body.
@@ -162,7 +242,12 @@ fn answer(
     catalog: &Catalog,
     view: &dyn ClusterView,
     request: &wire::AdmissionRequest<'_>,
-) -> (Response, Outcome) {
+) -> Pending {
+    let plain = |response, outcome| Pending {
+        response,
+        outcome,
+        patch: None,
+    };
     let response = Response::allow(request.uid.as_str());
     let object = request.object.as_ref();
     let meta = object.map(|o| &o.metadata);
@@ -194,19 +279,19 @@ fn answer(
     let kind = match (request.kind.group.as_str(), request.kind.kind.as_str()) {
         ("", "Pod") => SubjectKind::Pod,
         ("", "ServiceAccount") => SubjectKind::ServiceAccount,
-        _ => return (response, outcome),
+        _ => return plain(response, outcome),
     };
     // imagePullSecrets is immutable after creation, and subresources are not the object.
     if request.operation != wire::Operation::Create || request.sub_resource.is_some() {
-        return (response, outcome);
+        return plain(response, outcome);
     }
     let Some(object) = object else {
         outcome.object_error = Some("the request carries no object".to_string());
-        return (response, outcome);
+        return plain(response, outcome);
     };
     if outcome.namespace.is_empty() {
         outcome.object_error = Some("the request names no namespace".to_string());
-        return (
+        return plain(
             with_warnings(
                 response,
                 vec![
@@ -225,7 +310,7 @@ fn answer(
                 outcome.kind, outcome.namespace, outcome.name
             );
             outcome.object_error = Some(why);
-            return (with_warnings(response, vec![message]), outcome);
+            return plain(with_warnings(response, vec![message]), outcome);
         }
     };
     let subject = Subject {
@@ -245,14 +330,20 @@ fn answer(
         }
     };
     let decision = catalog.decide(&subject, ns, view, request.dry_run.unwrap_or(false));
-    finish(
+    outcome.decision = Some(decision);
+    Pending {
         response,
         outcome,
-        decision,
-        kind,
-        fields.has_pull_secrets,
-        subject.annotations,
-    )
+        patch: Some(PatchContext {
+            kind,
+            has_pull_secrets: fields.has_pull_secrets,
+            has_annotations: subject.annotations.is_some(),
+            injected: subject
+                .annotations
+                .and_then(|a| a.get(INJECTED_ANNOTATION))
+                .cloned(),
+        }),
+    }
 }
 
 /// Turns the decision into warnings and a patch.
@@ -260,9 +351,7 @@ fn finish(
     response: Response,
     mut outcome: Outcome,
     decision: Decision,
-    kind: SubjectKind,
-    has_pull_secrets: bool,
-    annotations: Option<&BTreeMap<String, String>>,
+    ctx: &PatchContext,
 ) -> (Response, Outcome) {
     let warnings: Vec<String> = decision
         .warnings
@@ -271,7 +360,7 @@ fn finish(
         .collect();
     let mut response = with_warnings(response, warnings);
     if !decision.add.is_empty() {
-        let patch = injection_patch(kind, has_pull_secrets, annotations, &decision.add);
+        let patch = injection_patch(ctx, &decision.add);
         match serde_json::to_vec(&patch) {
             Ok(bytes) => {
                 response.patch = Some(STANDARD.encode(bytes));
@@ -355,19 +444,14 @@ fn add(path: PointerBuf, value: Value) -> PatchOperation {
 
 /// The JSONPatch appending `names` to `imagePullSecrets` (creating the array when absent) and
 /// recording them in the injected annotation (creating the annotations map when absent).
-fn injection_patch(
-    kind: SubjectKind,
-    has_pull_secrets: bool,
-    annotations: Option<&BTreeMap<String, String>>,
-    names: &[String],
-) -> Patch {
-    let list: &[&str] = match kind {
+fn injection_patch(ctx: &PatchContext, names: &[String]) -> Patch {
+    let list: &[&str] = match ctx.kind {
         SubjectKind::Pod => &["spec", "imagePullSecrets"],
         SubjectKind::ServiceAccount => &["imagePullSecrets"],
     };
     let entry = |n: &String| serde_json::json!({ "name": n });
     let mut ops = Vec::with_capacity(names.len() + 1);
-    if has_pull_secrets {
+    if ctx.has_pull_secrets {
         for n in names {
             let mut path = PointerBuf::from_tokens(list.iter().copied());
             path.push_back("-");
@@ -380,8 +464,9 @@ fn injection_patch(
         ));
     }
     // Reinvocation can add more names later: keep the record cumulative.
-    let mut recorded: Vec<&str> = annotations
-        .and_then(|a| a.get(INJECTED_ANNOTATION))
+    let mut recorded: Vec<&str> = ctx
+        .injected
+        .as_deref()
         .map(|v| v.split(',').filter(|s| !s.is_empty()).collect())
         .unwrap_or_default();
     for n in names {
@@ -390,15 +475,16 @@ fn injection_patch(
         }
     }
     let value = Value::String(recorded.join(","));
-    match annotations {
-        Some(_) => ops.push(add(
+    if ctx.has_annotations {
+        ops.push(add(
             PointerBuf::from_tokens(["metadata", "annotations", INJECTED_ANNOTATION]),
             value,
-        )),
-        None => ops.push(add(
+        ));
+    } else {
+        ops.push(add(
             PointerBuf::from_tokens(["metadata", "annotations"]),
             serde_json::json!({ INJECTED_ANNOTATION: value }),
-        )),
+        ));
     }
     Patch(ops)
 }
@@ -1129,14 +1215,16 @@ mod reference {
             }
         };
         let decision = catalog.decide(&subject, ns, view, request.dry_run);
-        finish(
-            response,
-            outcome,
-            decision,
+        let annotations = object.metadata.annotations.as_ref();
+        let ctx = PatchContext {
             kind,
-            fields.has_pull_secrets,
-            object.metadata.annotations.as_ref(),
-        )
+            has_pull_secrets: fields.has_pull_secrets,
+            has_annotations: annotations.is_some(),
+            injected: annotations
+                .and_then(|a| a.get(INJECTED_ANNOTATION))
+                .cloned(),
+        };
+        finish(response, outcome, decision, &ctx)
     }
 
     #[derive(Default)]

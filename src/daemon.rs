@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use crate::cluster::ClusterArgs;
+use crate::cluster::index::ClusterIndex;
+use crate::config::DEFAULT_CONFIG_MAP;
 use crate::file_source::FileSource;
 use crate::metrics::Metrics;
 use crate::reload;
@@ -36,6 +39,76 @@ pub struct ServeArgs {
     pub reload_interval: Duration,
     /// Input bounds.
     pub limits: Limits,
+    /// Cluster mode settings (used when `config` is `None`).
+    pub cluster_mode: ClusterOptions,
+}
+
+/// How cluster mode reaches the API and paces itself.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// A kubeconfig; otherwise the in-cluster config, then `KUBECONFIG`.
+    pub kubeconfig: Option<PathBuf>,
+    /// The config ConfigMap as `namespace/name`; default: `pull-secret-injector` in the own
+    /// namespace.
+    pub config_map: Option<String>,
+    /// How long an admission waits for the copies it needs.
+    pub copy_timeout: Duration,
+    /// How often every watch lists again from scratch.
+    pub resync_interval: Duration,
+    /// How often every ServiceAccount in scope is checked.
+    pub backfill_interval: Duration,
+    /// How soon failed writes are tried again.
+    pub retry_interval: Duration,
+    /// Sustained API requests per second.
+    pub api_qps: u32,
+    /// Burst above `api_qps`.
+    pub api_burst: u32,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            kubeconfig: None,
+            config_map: None,
+            copy_timeout: Duration::from_secs(2),
+            resync_interval: Duration::from_secs(300),
+            backfill_interval: Duration::from_secs(600),
+            retry_interval: Duration::from_secs(5),
+            api_qps: 50,
+            api_burst: 100,
+        }
+    }
+}
+
+impl ClusterOptions {
+    /// The settings cluster mode starts with.
+    fn to_args(&self, own_namespace: &str) -> Result<ClusterArgs, ServeError> {
+        let (namespace, name) = match &self.config_map {
+            None => (own_namespace.to_string(), DEFAULT_CONFIG_MAP.to_string()),
+            Some(text) => match text.split_once('/') {
+                Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                    (ns.to_string(), name.to_string())
+                }
+                _ => {
+                    return Err(ServeError::Usage(format!(
+                        "--config-map {text:?}: expected NAMESPACE/NAME"
+                    )));
+                }
+            },
+        };
+        Ok(ClusterArgs {
+            kubeconfig: self.kubeconfig.clone(),
+            config_map_namespace: namespace,
+            config_map_name: name,
+            own_namespace: own_namespace.to_string(),
+            copy_timeout: self.copy_timeout,
+            resync_interval: self.resync_interval,
+            backfill_interval: self.backfill_interval,
+            retry_interval: self.retry_interval,
+            api_qps: self.api_qps,
+            api_burst: self.api_burst,
+        })
+    }
 }
 
 /// A started server.
@@ -47,6 +120,8 @@ pub struct Running {
     pub metrics_addr: SocketAddr,
     /// The shared state, for tests that inspect it.
     pub app: Arc<App>,
+    /// Cluster mode's index of the cluster, for tests that inspect it.
+    pub index: Option<Arc<ClusterIndex>>,
     /// Ends when the server has shut down.
     pub task: JoinHandle<Result<(), ServeError>>,
 }
@@ -127,12 +202,14 @@ pub async fn start(
     args: &ServeArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, ServeError> {
-    let Some(config) = args.config.clone() else {
-        return Err(if args.cluster.is_empty() {
-            ServeError::ClusterModeUnavailable
-        } else {
-            ServeError::Usage("--cluster needs --config (file mode)".to_string())
-        });
+    if args.config.is_none() && !args.cluster.is_empty() {
+        return Err(ServeError::Usage(
+            "--cluster needs --config (file mode)".to_string(),
+        ));
+    }
+    let cluster_args = match args.config {
+        Some(_) => None,
+        None => Some(args.cluster_mode.to_args(&args.own_namespace)?),
     };
     let cert = Arc::new(ServingCert::load(&args.tls_cert, &args.tls_key)?);
     let metrics = Arc::new(Metrics::new());
@@ -142,9 +219,18 @@ pub async fn start(
         "config not loaded yet",
     );
 
-    let source = FileSource::new(config, args.cluster.clone(), args.own_namespace.clone());
-    let config_reported = Reported::default();
-    load_files(&source, &app, &config_reported);
+    let mut background: Vec<JoinHandle<()>> = Vec::new();
+    let mut cluster = None;
+    if let Some(config) = args.config.clone() {
+        let source = FileSource::new(config, args.cluster.clone(), args.own_namespace.clone());
+        let config_reported = Reported::default();
+        load_files(&source, &app, &config_reported);
+        let interval = args.reload_interval.max(Duration::from_millis(10));
+        let watch_app = app.clone();
+        background.push(tokio::spawn(reload::every(interval, move || {
+            load_files(&source, &watch_app, &config_reported)
+        })));
+    }
 
     let bound = server::bind(args.listen, args.metrics_listen, &cert, app.clone()).await?;
     let admission_addr = bound.admission_addr().map_err(|source| ServeError::Bind {
@@ -157,28 +243,36 @@ pub async fn start(
         what: "metrics",
         source,
     })?;
+    if let Some(cluster_args) = cluster_args {
+        tracing::info!(
+            "cluster mode: config from ConfigMap {}/{}",
+            cluster_args.config_map_namespace,
+            cluster_args.config_map_name
+        );
+        cluster = Some(crate::cluster::start(cluster_args, app.clone()).await?);
+    }
     tracing::info!("admission listening on https://{admission_addr}");
     tracing::info!("metrics listening on http://{metrics_addr}");
 
     let interval = args.reload_interval.max(Duration::from_millis(10));
-    let watch_app = app.clone();
-    let files = tokio::spawn(reload::every(interval, move || {
-        load_files(&source, &watch_app, &config_reported)
-    }));
     let cert_reported = Reported::default();
-    let certs = tokio::spawn(reload::every(interval, move || {
+    background.push(tokio::spawn(reload::every(interval, move || {
         reload_cert(&cert, &metrics, &cert_reported)
-    }));
+    })));
+    let index = cluster.as_ref().map(|c| c.index().clone());
     let task = tokio::spawn(async move {
         let result = bound.run(shutdown).await;
-        files.abort();
-        certs.abort();
+        for task in background {
+            task.abort();
+        }
+        drop(cluster);
         result
     });
     Ok(Running {
         admission_addr,
         metrics_addr,
         app,
+        index,
         task,
     })
 }

@@ -8,24 +8,8 @@ use crate::cli::{CliError, collect_files};
 use crate::config::Config;
 use crate::policy::Catalog;
 use crate::reload::Fingerprint;
+use crate::snapshot::{Snapshot, View};
 use crate::state::ClusterState;
-
-/// A config compiled against a cluster snapshot: everything an admission needs.
-pub struct Snapshot {
-    /// The compiled config.
-    pub catalog: Catalog,
-    /// The cluster state the catalog was built from (namespaces and secrets).
-    pub state: ClusterState,
-}
-
-impl std::fmt::Debug for Snapshot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshot")
-            .field("credentials", &self.catalog.config().credentials.len())
-            .field("state", &self.state)
-            .finish()
-    }
-}
 
 /// The config file and cluster manifests a file-mode server serves from.
 #[derive(Debug)]
@@ -98,7 +82,10 @@ impl FileSource {
             state.load_manifests(name, text)?;
         }
         let catalog = Catalog::build(config, &state, Some(&self.own_namespace));
-        Ok(Some(Snapshot { catalog, state }))
+        Ok(Some(Snapshot {
+            catalog,
+            view: View::Files(state),
+        }))
     }
 }
 
@@ -142,6 +129,9 @@ mod tests {
         )
         .unwrap();
         let snap = source.poll().unwrap().unwrap();
-        assert_eq!(snap.state.namespaces().count(), 2);
+        let View::Files(state) = &snap.view else {
+            panic!("file mode serves a file view")
+        };
+        assert_eq!(state.namespaces().count(), 2);
     }
 }

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod dockerconfig;
@@ -16,6 +17,7 @@ pub mod policy;
 pub mod redact;
 pub mod reload;
 pub mod server;
+pub mod snapshot;
 pub mod state;
 pub mod telemetry;
 pub mod tls;

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use pull_secret_injector::certs;
 use pull_secret_injector::cli::{self, CheckArgs, DEFAULT_OWN_NAMESPACE};
-use pull_secret_injector::daemon::{self, ServeArgs};
+use pull_secret_injector::daemon::{self, ClusterOptions, ServeArgs};
 use pull_secret_injector::server::Limits;
 use pull_secret_injector::telemetry::{self, LogFormat};
 
@@ -132,6 +132,35 @@ struct Serve {
     /// Log line format.
     #[arg(long, value_enum, default_value = "text", env = "LOG_FORMAT")]
     log_format: LogFormat,
+    /// Cluster mode: a kubeconfig file (default: the in-cluster config, then KUBECONFIG).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Cluster mode: the config ConfigMap as NAMESPACE/NAME (key config.yaml) [default:
+    /// OWN_NAMESPACE/pull-secret-injector].
+    #[arg(long)]
+    config_map: Option<String>,
+    /// Cluster mode: how long an admission waits for a missing copy to be created before
+    /// answering (the copy is then retried in the background).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    copy_timeout: Duration,
+    /// Cluster mode: how often every watch lists again from scratch, bounding how stale a
+    /// silently stalled watch can leave the caches.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    resync_interval: Duration,
+    /// Cluster mode: how often every ServiceAccount in scope is checked for missing pull
+    /// secrets.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    backfill_interval: Duration,
+    /// Cluster mode: how soon failed copies, updates and patches are tried again.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    retry_interval: Duration,
+    /// Cluster mode: sustained API requests per second for lists and writes (watches are not
+    /// counted).
+    #[arg(long, default_value_t = 50)]
+    api_qps: u32,
+    /// Cluster mode: API requests allowed in a burst above --api-qps.
+    #[arg(long, default_value_t = 100)]
+    api_burst: u32,
 }
 
 fn serve(s: Serve) -> Result<cli::Output, String> {
@@ -152,6 +181,16 @@ fn serve(s: Serve) -> Result<cli::Output, String> {
             body_timeout: s.request_timeout,
             shutdown_grace: s.shutdown_grace,
             ..Limits::default()
+        },
+        cluster_mode: ClusterOptions {
+            kubeconfig: s.kubeconfig,
+            config_map: s.config_map,
+            copy_timeout: s.copy_timeout,
+            resync_interval: s.resync_interval,
+            backfill_interval: s.backfill_interval,
+            retry_interval: s.retry_interval,
+            api_qps: s.api_qps,
+            api_burst: s.api_burst,
         },
     };
     daemon::serve(&args).map_err(|e| {

@@ -67,6 +67,22 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CopyStateLabels {
+    credential: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchLabels {
+    watch: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -94,6 +110,12 @@ pub struct Metrics {
     config_reloads: Family<ResultLabels, Counter>,
     config_credentials: Gauge,
     certificate_reloads: Family<ResultLabels, Counter>,
+    copies: Family<CopyStateLabels, Gauge>,
+    writes: Family<ActionLabels, Counter>,
+    reconcile_errors: Family<ActionLabels, Counter>,
+    watch_errors: Family<WatchLabels, Counter>,
+    watch_synced: Family<WatchLabels, Gauge>,
+    oldest_stale_copy: Gauge,
 }
 
 fn result_label(ok: bool) -> ResultLabels {
@@ -162,6 +184,45 @@ impl Metrics {
             "Serving certificate reloads, by result (an error keeps the old certificate)",
             certificate_reloads.clone(),
         );
+        let copies = Family::<CopyStateLabels, Gauge>::default();
+        registry.register(
+            "copies",
+            "Managed copies by credential and state: current, stale (older than the source, \
+             being updated), source_missing (kept, the source is gone), unwanted (no rule wants \
+             it; deleted when prune is on)",
+            copies.clone(),
+        );
+        let writes = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "api_writes",
+            "Writes to the Kubernetes API, by action",
+            writes.clone(),
+        );
+        let reconcile_errors = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciler actions, by action (each is retried)",
+            reconcile_errors.clone(),
+        );
+        let watch_errors = Family::<WatchLabels, Counter>::default();
+        registry.register(
+            "watch_errors",
+            "Watch failures, by watch (each watch restarts with backoff)",
+            watch_errors.clone(),
+        );
+        let watch_synced = Family::<WatchLabels, Gauge>::default();
+        registry.register(
+            "watch_last_list_timestamp_seconds",
+            "When each watch last completed a full list (Unix time): alert when it falls far \
+             behind the resync interval",
+            watch_synced.clone(),
+        );
+        let oldest_stale_copy = Gauge::default();
+        registry.register(
+            "oldest_stale_copy_seconds",
+            "How long the oldest copy that differs from its source has been stale (0: none)",
+            oldest_stale_copy.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -179,7 +240,61 @@ impl Metrics {
             config_reloads,
             config_credentials,
             certificate_reloads,
+            copies,
+            writes,
+            reconcile_errors,
+            watch_errors,
+            watch_synced,
+            oldest_stale_copy,
         }
+    }
+
+    /// Replaces the copy counts: `(credential, state) -> count`.
+    pub fn set_copies(&self, counts: &std::collections::BTreeMap<(String, &'static str), i64>) {
+        self.copies.clear();
+        for ((credential, state), n) in counts {
+            self.copies
+                .get_or_create(&CopyStateLabels {
+                    credential: credential.clone(),
+                    state,
+                })
+                .set(*n);
+        }
+    }
+
+    /// Counts one write to the API.
+    pub fn api_write(&self, action: &'static str) {
+        self.writes.get_or_create(&ActionLabels { action }).inc();
+    }
+
+    /// Counts one failed reconciler action.
+    pub fn reconcile_error(&self, action: &'static str) {
+        self.reconcile_errors
+            .get_or_create(&ActionLabels { action })
+            .inc();
+    }
+
+    /// Counts one watch failure.
+    pub fn watch_error(&self, watch: &'static str) {
+        self.watch_errors
+            .get_or_create(&WatchLabels { watch })
+            .inc();
+    }
+
+    /// Records that a watch completed a full list now.
+    pub fn watch_listed(&self, watch: &'static str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.watch_synced
+            .get_or_create(&WatchLabels { watch })
+            .set(now);
+    }
+
+    /// Records how long the oldest stale copy has been stale.
+    pub fn set_oldest_stale_copy(&self, age: Duration) {
+        self.oldest_stale_copy
+            .set(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
     }
 
     /// Counts one admission request and, when it was answered, its latency.

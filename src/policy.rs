@@ -121,6 +121,8 @@ pub enum WarningReason {
     LocalSecretInvalid,
     /// The namespace is being deleted.
     NamespaceTerminating,
+    /// The copy could not be made in time at admission; the reconciler retries it.
+    CopyDeferred,
 }
 
 impl WarningReason {
@@ -135,6 +137,7 @@ impl WarningReason {
             WarningReason::CopyConflict => "copy_conflict",
             WarningReason::LocalSecretInvalid => "local_secret_invalid",
             WarningReason::NamespaceTerminating => "namespace_terminating",
+            WarningReason::CopyDeferred => "copy_deferred",
         }
     }
 }
@@ -723,16 +726,10 @@ impl<'c> Run<'c> {
             // The source itself lives here: reference it, never copy it onto itself.
             return Ok(Availability::Present);
         }
-        let Some(existing) = self.view.secret(ns, &source.copy_name) else {
+        let Some(existing) = self.view.occupant(ns, &source.copy_name) else {
             return Ok(Availability::Copy { update: false });
         };
-        let meta = &existing.metadata;
-        let managed = meta
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(MANAGED_BY_LABEL))
-            .is_some_and(|v| v == MANAGED_BY_VALUE);
-        if !managed {
+        if !existing.managed {
             return Err(Warning {
                 reason: WarningReason::NameTaken,
                 message: format!(
@@ -741,17 +738,11 @@ impl<'c> Run<'c> {
                 ),
             });
         }
-        let annotation = |key: &str| {
-            meta.annotations
-                .as_ref()
-                .and_then(|a| a.get(key))
-                .map(String::as_str)
-        };
-        if annotation(CONTENT_HASH_ANNOTATION) == Some(source.hash.as_str()) {
+        if existing.hash == Some(source.hash.as_str()) {
             return Ok(Availability::Present);
         }
-        let ours = annotation(CREDENTIAL_ANNOTATION) == Some(source.credential.as_str())
-            && annotation(SOURCE_ANNOTATION) == Some(source.source_ref().as_str());
+        let ours = existing.credential == Some(source.credential.as_str())
+            && existing.source == Some(source.source_ref().as_str());
         if ours {
             Ok(Availability::Copy { update: true })
         } else {
@@ -761,7 +752,7 @@ impl<'c> Run<'c> {
                     "pull-secret-injector: credential {}: secret {ns}/{} is a copy made for credential {} with other content; not injected",
                     source.credential,
                     source.copy_name,
-                    annotation(CREDENTIAL_ANNOTATION).unwrap_or("(unknown)")
+                    existing.credential.unwrap_or("(unknown)")
                 ),
             })
         }

@@ -7,8 +7,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -18,6 +18,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::future::BoxFuture;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -30,9 +31,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admission::{self, Reviewed};
 use crate::config::Config;
-use crate::file_source::Snapshot;
 use crate::metrics::{Metrics, Outcome, RequestLabels};
 use crate::policy::Catalog;
+use crate::snapshot::{Snapshot, View};
 use crate::state::ClusterState;
 use crate::tls::{ServingCert, TlsError};
 
@@ -77,6 +78,14 @@ pub struct App {
     metrics: Arc<Metrics>,
     permits: Semaphore,
     limits: Limits,
+    copier: OnceLock<Arc<dyn CopyMaker>>,
+}
+
+/// Makes the copies a decision asks for before the patch names them (cluster mode). It takes
+/// them from the pending review and withdraws the names whose copy cannot exist.
+pub trait CopyMaker: Send + Sync {
+    /// Makes the copies of `pending`, within its own time budget.
+    fn make<'a>(&'a self, pending: &'a mut admission::Pending) -> BoxFuture<'a, ()>;
 }
 
 impl std::fmt::Debug for App {
@@ -103,7 +112,11 @@ impl App {
         Arc::new(App {
             snapshot: ArcSwapOption::empty(),
             not_ready: ArcSwap::from_pointee(reason.to_string()),
-            empty: Snapshot { catalog, state },
+            empty: Snapshot {
+                catalog,
+                view: View::Files(state),
+            },
+            copier: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             metrics,
             permits: Semaphore::new(limits.max_concurrent.max(1)),
@@ -112,8 +125,13 @@ impl App {
     }
 
     /// Serves `snapshot` from the next request on.
-    pub fn serve_snapshot(&self, snapshot: Snapshot) {
-        self.snapshot.store(Some(Arc::new(snapshot)));
+    pub fn serve_snapshot(&self, snapshot: impl Into<Arc<Snapshot>>) {
+        self.snapshot.store(Some(snapshot.into()));
+    }
+
+    /// Makes copies at admission from now on (cluster mode). Only the first call counts.
+    pub fn set_copier(&self, copier: Arc<dyn CopyMaker>) {
+        let _ = self.copier.set(copier);
     }
 
     /// Records why nothing is served yet; ignored once a snapshot is served (the last good one
@@ -268,9 +286,21 @@ async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
     let started = Instant::now();
     let loaded = app.snapshot.load_full();
     let snapshot = loaded.as_deref().unwrap_or(&app.empty);
-    let reviewed = match admission::review(&snapshot.catalog, &snapshot.state, &body) {
-        Ok(r) => r,
+    let decided = snapshot
+        .view
+        .read(|view| admission::decide(&snapshot.catalog, view, &body));
+    let mut pending = match decided {
+        Ok(p) => p,
         Err(e) => return reject(&app, StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    if let Some(copier) = app.copier.get()
+        && pending.decision().is_some_and(|d| !d.copies.is_empty())
+    {
+        copier.make(&mut pending).await;
+    }
+    let reviewed = match pending.finish() {
+        Ok(r) => r,
+        Err(e) => return reject(&app, StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let (body, outcome) = if loaded.is_some() {
         let answered = record(&app, &reviewed);
@@ -497,11 +527,9 @@ pub enum ServeError {
     /// The metrics server failed.
     #[error("metrics server: {0}")]
     Metrics(std::io::Error),
-    /// Neither `--config` nor a usable cluster mode.
-    #[error(
-        "cluster mode (reading the config and secrets from the Kubernetes API) is not available in this version; serve from files with --config FILE [--cluster PATH]..."
-    )]
-    ClusterModeUnavailable,
+    /// Cluster mode cannot start.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// Flags that do not fit together.
     #[error("{0}")]
     Usage(String),

@@ -57,6 +57,63 @@ pub trait ClusterView {
     fn secret(&self, namespace: &str, name: &str) -> Option<&Secret>;
     /// Every secret of one namespace, ordered by name.
     fn secrets_in(&self, namespace: &str) -> Vec<&Secret>;
+
+    /// What holds a secret name in a namespace, as far as copies are concerned. Views that
+    /// keep only the metadata of copies answer this without a [`Secret`].
+    fn occupant(&self, namespace: &str, name: &str) -> Option<Occupant<'_>> {
+        self.secret(namespace, name).map(Occupant::of)
+    }
+}
+
+/// The secret holding a name where a copy would go: whether it is one of ours, and which
+/// credential, source and content it was made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Occupant<'a> {
+    /// Carries the managed-by label: the injector may update it.
+    pub managed: bool,
+    /// Its credential annotation.
+    pub credential: Option<&'a str>,
+    /// Its source annotation (`namespace/name`).
+    pub source: Option<&'a str>,
+    /// Its content-hash annotation.
+    pub hash: Option<&'a str>,
+}
+
+impl<'a> Occupant<'a> {
+    /// Reads the labels and annotations of a secret.
+    pub fn of(secret: &'a Secret) -> Self {
+        use crate::policy::{
+            CONTENT_HASH_ANNOTATION, CREDENTIAL_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+            SOURCE_ANNOTATION,
+        };
+        let meta = &secret.metadata;
+        let annotation = |key: &str| {
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get(key))
+                .map(String::as_str)
+        };
+        Occupant {
+            managed: meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(MANAGED_BY_LABEL))
+                .is_some_and(|v| v == MANAGED_BY_VALUE),
+            credential: annotation(CREDENTIAL_ANNOTATION),
+            source: annotation(SOURCE_ANNOTATION),
+            hash: annotation(CONTENT_HASH_ANNOTATION),
+        }
+    }
+
+    /// An occupant the injector does not manage, known by name only.
+    pub fn foreign() -> Self {
+        Occupant {
+            managed: false,
+            credential: None,
+            source: None,
+            hash: None,
+        }
+    }
 }
 
 /// A plain snapshot of Namespaces, Secrets and ServiceAccounts.

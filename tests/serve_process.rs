@@ -257,11 +257,17 @@ fn serve_refuses_to_start_with_a_clear_reason() {
     assert!(stderr.contains("tls.crt"), "{stderr}");
 
     write_certs(dir.path());
-    // No --config: cluster mode is the next release's.
-    let (code, _, stderr) = run(&base);
+    // No --config: cluster mode, which needs a readable kubeconfig (or in-cluster config).
+    let missing = dir.path().join("no-such-kubeconfig");
+    let missing = missing.to_str().expect("utf8");
+    let (code, _, stderr) = run(&[&base[..], &["--kubeconfig", missing]].concat());
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("cluster mode"), "{stderr}");
-    assert!(stderr.contains("--config"), "{stderr}");
+    assert!(stderr.contains("cannot read kubeconfig"), "{stderr}");
+    assert!(stderr.contains("no-such-kubeconfig"), "{stderr}");
+    // A ConfigMap reference that is not NAMESPACE/NAME.
+    let (code, _, stderr) = run(&[&base[..], &["--config-map", "just-a-name"]].concat());
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("expected NAMESPACE/NAME"), "{stderr}");
     // --cluster alone.
     let (code, _, stderr) = run(&[&base[..], &["--cluster", "."]].concat());
     assert_eq!(code, Some(2), "{stderr}");

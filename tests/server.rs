@@ -80,6 +80,7 @@ fn args(config: &Path, cluster: Vec<PathBuf>, cert_dir: &Path, limits: Limits) -
         tls_key: cert_dir.join(certs::KEY_FILE),
         reload_interval: Duration::from_millis(50),
         limits,
+        cluster_mode: Default::default(),
     }
 }
 

@@ -1,0 +1,253 @@
+//! The watches that feed the index. Each runs forever: kube-runtime's watcher lists, then
+//! watches, and retries with backoff after an error (a `410 Gone` makes it list again). On top
+//! of that every watch is restarted with a full list each `--resync-interval`, so that a watch
+//! that stalls without an error cannot leave the index stale for longer than that.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
+use tokio::task::JoinHandle;
+
+use super::Shared;
+use super::index::Feed;
+use crate::policy::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::state::NamespaceInfo;
+
+/// Runs the stream `open` makes, hands each event to `handle`, and starts over after
+/// `resync`. Errors are counted, and logged once until the watch recovers.
+async fn run<K, S>(
+    shared: Arc<Shared>,
+    name: &'static str,
+    mut open: impl FnMut() -> S,
+    mut handle: impl FnMut(Event<K>),
+) where
+    S: Stream<Item = Result<Event<K>, watcher::Error>> + Send,
+{
+    let resync = shared.args.resync_interval.max(Duration::from_secs(1));
+    let mut failing: Option<String> = None;
+    loop {
+        let stream = open();
+        futures::pin_mut!(stream);
+        let restart = tokio::time::sleep(resync);
+        tokio::pin!(restart);
+        loop {
+            tokio::select! {
+                () = &mut restart => {
+                    tracing::debug!(watch = name, "periodic resync: listing again");
+                    break;
+                }
+                item = stream.next() => match item {
+                    Some(Ok(event)) => {
+                        if matches!(event, Event::InitDone) {
+                            shared.metrics.watch_listed(name);
+                            if failing.take().is_some() {
+                                tracing::info!(watch = name, "watch recovered");
+                            }
+                        }
+                        handle(event);
+                    }
+                    Some(Err(e)) => {
+                        shared.metrics.watch_error(name);
+                        let message = e.to_string();
+                        if failing.as_deref() != Some(message.as_str()) {
+                            tracing::warn!(
+                                watch = name,
+                                "watch failed, retrying with backoff: {message}"
+                            );
+                            failing = Some(message);
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
+}
+
+/// All Namespaces: labels and annotations for scopes and opt-outs, terminating or not.
+pub(super) async fn namespaces(shared: Arc<Shared>) {
+    let api: Api<Namespace> = Api::all(shared.client.clone());
+    let feed = Feed::Namespaces;
+    let handler = shared.clone();
+    run(
+        shared,
+        "namespaces",
+        move || watcher(api.clone(), watcher::Config::default()).default_backoff(),
+        move |event| {
+            let mut changed: Option<String> = None;
+            {
+                let mut ix = handler.index.write();
+                match event {
+                    Event::Init => ix.list_started(&feed),
+                    Event::InitApply(ns) => {
+                        if let Some(info) = NamespaceInfo::from_namespace(&ns) {
+                            ix.apply_namespace(&feed, info);
+                        }
+                    }
+                    Event::Apply(ns) => {
+                        if let Some(info) = NamespaceInfo::from_namespace(&ns) {
+                            let before = crate::state::ClusterView::namespace(&*ix, &info.name);
+                            // A new namespace, or one whose labels may change its scope.
+                            if before.is_none_or(|b| {
+                                b.labels != info.labels || b.annotations != info.annotations
+                            }) && !info.terminating
+                            {
+                                changed = Some(info.name.clone());
+                            }
+                            ix.apply_namespace(&feed, info);
+                        }
+                    }
+                    Event::Delete(ns) => {
+                        if let Some(name) = ns.metadata.name.as_deref() {
+                            ix.delete_namespace(name);
+                        }
+                    }
+                    Event::InitDone => {
+                        ix.list_done(&feed);
+                        drop(ix);
+                        handler.rebuild.notify_one();
+                        return;
+                    }
+                }
+            }
+            if let Some(name) = changed {
+                handler.triggers.backfill_namespace(name);
+            }
+        },
+    )
+    .await;
+}
+
+/// The injector's copies, every namespace, metadata only (their data is the sources').
+pub(super) async fn copies(shared: Arc<Shared>) {
+    // Metadata only: the copies' data is the sources', and 100,000 of them must stay small.
+    let api: Api<PartialObjectMeta<Secret>> = Api::all(shared.client.clone());
+    let config =
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    let handler = shared.clone();
+    run(
+        shared,
+        "copies",
+        move || watcher(api.clone(), config.clone()).default_backoff(),
+        move |event| {
+            let mut ix = handler.index.write();
+            match event {
+                Event::Init => ix.list_started(&super::index::Feed::Copies),
+                Event::InitApply(m) | Event::Apply(m) => ix.apply_copy(&m.metadata),
+                Event::Delete(m) => {
+                    if let (Some(ns), Some(name)) =
+                        (m.metadata.namespace.as_deref(), m.metadata.name.as_deref())
+                    {
+                        ix.delete_copy(ns, name);
+                        drop(ix);
+                        // A ServiceAccount there may still need it.
+                        handler.triggers.backfill_namespace(ns.to_string());
+                    }
+                }
+                Event::InitDone => {
+                    ix.list_done(&super::index::Feed::Copies);
+                    drop(ix);
+                    handler.rebuild.notify_one();
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// The config ConfigMap, by name.
+pub(super) async fn config_map(shared: Arc<Shared>) {
+    let api: Api<ConfigMap> =
+        Api::namespaced(shared.client.clone(), &shared.args.config_map_namespace);
+    let config = watcher::Config::default()
+        .fields(&format!("metadata.name={}", shared.args.config_map_name));
+    let handler = shared.clone();
+    let mut listed = false;
+    run(
+        shared,
+        "config",
+        move || watcher(api.clone(), config.clone()).default_backoff(),
+        move |event| match event {
+            Event::Init => listed = false,
+            Event::InitApply(cm) | Event::Apply(cm) => {
+                listed = true;
+                handler.config_seen(Some(&cm));
+            }
+            Event::Delete(_) => handler.config_seen(None),
+            Event::InitDone => {
+                if !listed {
+                    handler.config_seen(None);
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// Source or local secrets for one feed of the config, whole (their data is copied).
+pub(super) fn secrets(shared: Arc<Shared>, feed: Feed) -> JoinHandle<()> {
+    let client = shared.client.clone();
+    let (api, config, name): (Api<Secret>, watcher::Config, &'static str) = match &feed {
+        Feed::SourceNamed { namespace, name } => (
+            Api::namespaced(client, namespace),
+            watcher::Config::default().fields(&format!("metadata.name={name}")),
+            "sources",
+        ),
+        Feed::SourceSelected { namespace, labels } => (
+            Api::namespaced(client, namespace),
+            watcher::Config::default().labels(labels),
+            "sources",
+        ),
+        Feed::Locals { labels } => (
+            Api::all(client),
+            watcher::Config::default().labels(labels),
+            "local_secrets",
+        ),
+        Feed::Namespaces | Feed::Copies => return tokio::spawn(async {}),
+    };
+    let handler = shared.clone();
+    tokio::spawn(run(
+        shared,
+        name,
+        move || watcher(api.clone(), config.clone()).default_backoff(),
+        move |event| {
+            let mut ix = handler.index.write();
+            let settled = match event {
+                Event::Init => {
+                    ix.list_started(&feed);
+                    false
+                }
+                Event::InitApply(s) => {
+                    ix.apply_secret(&feed, s);
+                    false
+                }
+                Event::Apply(s) => {
+                    ix.apply_secret(&feed, s);
+                    true
+                }
+                Event::Delete(s) => {
+                    if let (Some(ns), Some(n)) =
+                        (s.metadata.namespace.as_deref(), s.metadata.name.as_deref())
+                    {
+                        ix.delete_secret(&feed, ns, n);
+                    }
+                    true
+                }
+                Event::InitDone => {
+                    ix.list_done(&feed);
+                    true
+                }
+            };
+            drop(ix);
+            if settled {
+                handler.rebuild.notify_one();
+            }
+        },
+    ))
+}
