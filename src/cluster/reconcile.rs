@@ -543,3 +543,156 @@ async fn backfill_one(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+    use crate::cluster::index::Feed;
+    use crate::config::Config;
+    use crate::state::NamespaceInfo;
+
+    const CONFIG: &str = r#"
+credentials:
+  - name: icr
+    secret: default/all-icr-io
+    namespaces: {include: ["team-*"]}
+  - name: hub
+    secret: default/hub
+    namespaces: {include: ["team-*"]}
+prune: PRUNE
+"#;
+
+    fn source(name: &str, registry: &str) -> Secret {
+        let json = format!(r#"{{"auths":{{"{registry}":{{"auth":"dTpw"}}}}}}"#);
+        Secret {
+            metadata: ObjectMeta {
+                namespace: Some("default".to_string()),
+                name: Some(name.to_string()),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/dockerconfigjson".to_string()),
+            data: Some(BTreeMap::from([(
+                ".dockerconfigjson".to_string(),
+                ByteString(json.into_bytes()),
+            )])),
+            ..Default::default()
+        }
+    }
+
+    fn feed(name: &str) -> Feed {
+        Feed::SourceNamed {
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    /// An index with both sources, namespaces team-a, team-b (terminating) and other, and a
+    /// catalog built from it.
+    fn setup(prune: bool) -> (Indexes, Catalog) {
+        let mut ix = Indexes::default();
+        ix.apply_secret(&feed("all-icr-io"), source("all-icr-io", "icr.io"));
+        ix.apply_secret(&feed("hub"), source("hub", "docker.io"));
+        for name in ["team-a", "other", "default"] {
+            ix.apply_namespace(&Feed::Namespaces, NamespaceInfo::named(name));
+        }
+        let mut gone = NamespaceInfo::named("team-b");
+        gone.terminating = true;
+        ix.apply_namespace(&Feed::Namespaces, gone);
+        let config = Config::from_raw_yaml(&CONFIG.replace("PRUNE", &prune.to_string()))
+            .expect("config");
+        let catalog = Catalog::build(config, &ix, Some("pull-secret-injector"));
+        (ix, catalog)
+    }
+
+    fn copy_of(catalog: &Catalog, credential: &str, ns: &str, rv: &str) -> Secret {
+        let (_, source) = catalog
+            .prepared_sources()
+            .find(|(c, _)| c.name == credential)
+            .expect("source");
+        let mut copy = source.copy_secret(ns);
+        copy.metadata.resource_version = Some(rv.to_string());
+        copy
+    }
+
+    fn stale(mut copy: Secret) -> Secret {
+        copy.metadata
+            .annotations
+            .as_mut()
+            .expect("annotations")
+            .insert(
+                crate::policy::CONTENT_HASH_ANNOTATION.to_string(),
+                "old".to_string(),
+            );
+        copy
+    }
+
+    #[test]
+    fn only_stale_copies_are_updated_and_terminating_namespaces_are_left_alone() {
+        let (mut ix, catalog) = setup(false);
+        ix.apply_copy(&copy_of(&catalog, "icr", "team-a", "5").metadata);
+        ix.apply_copy(&stale(copy_of(&catalog, "hub", "team-a", "6")).metadata);
+        ix.apply_copy(&stale(copy_of(&catalog, "hub", "team-b", "7")).metadata);
+        let plan = plan_copies(&catalog, &ix);
+        let updates: Vec<_> = plan
+            .updates
+            .iter()
+            .map(|(ns, s, rv)| (ns.as_str(), s.copy_name.as_str(), rv.as_str()))
+            .collect();
+        assert_eq!(updates, [("team-a", "hub", "6")]);
+        assert_eq!(plan.counts[&("icr".to_string(), "current")], 1);
+        assert_eq!(plan.counts[&("hub".to_string(), "stale")], 1);
+        assert_eq!(plan.counts.len(), 2, "{:?}", plan.counts);
+        assert!(plan.deletes.is_empty());
+    }
+
+    #[test]
+    fn a_missing_source_keeps_its_copies_and_is_reported() {
+        let (mut ix, catalog) = setup(true);
+        ix.apply_copy(&copy_of(&catalog, "hub", "team-a", "5").metadata);
+        ix.delete_secret(&feed("hub"), "default", "hub");
+        let catalog = Catalog::build(catalog.config().clone(), &ix, None);
+        let plan = plan_copies(&catalog, &ix);
+        assert!(plan.deletes.is_empty(), "copies of a vanished source are kept");
+        assert!(plan.updates.is_empty());
+        assert_eq!(plan.counts[&("hub".to_string(), "source_missing")], 1);
+        assert_eq!(
+            plan.missing_sources["hub"],
+            BTreeSet::from(["default/hub".to_string()])
+        );
+    }
+
+    #[test]
+    fn unwanted_copies_are_deleted_only_with_prune() {
+        for prune in [false, true] {
+            let (mut ix, catalog) = setup(prune);
+            // Out of scope (namespace `other`), and a credential the config no longer has.
+            ix.apply_copy(&copy_of(&catalog, "icr", "other", "5").metadata);
+            let mut orphan = copy_of(&catalog, "icr", "team-a", "6");
+            orphan.metadata.name = Some("retired".to_string());
+            orphan.metadata.annotations.as_mut().expect("annotations").insert(
+                crate::policy::CREDENTIAL_ANNOTATION.to_string(),
+                "retired".to_string(),
+            );
+            ix.apply_copy(&orphan.metadata);
+            let plan = plan_copies(&catalog, &ix);
+            assert_eq!(plan.counts[&("icr".to_string(), "unwanted")], 1);
+            assert_eq!(plan.counts[&("retired".to_string(), "unwanted")], 1);
+            let deletes: Vec<_> = plan
+                .deletes
+                .iter()
+                .map(|(ns, n, rv)| (ns.as_str(), n.as_str(), rv.as_str()))
+                .collect();
+            if prune {
+                assert_eq!(deletes, [("other", "all-icr-io", "5"), ("team-a", "retired", "6")]);
+            } else {
+                assert!(deletes.is_empty());
+            }
+        }
+    }
+}
