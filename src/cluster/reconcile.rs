@@ -36,8 +36,12 @@ pub struct Triggers {
     wake: Notify,
     full_backfill: AtomicBool,
     namespaces: Mutex<BTreeSet<String>>,
-    deferred: Mutex<Vec<CopyRequest>>,
+    deferred: Mutex<Vec<(CopyRequest, Instant)>>,
 }
+
+/// How long a copy an admission could not make is retried before it is given up (the
+/// namespace never appeared, or the API kept refusing); backfill covers ServiceAccounts after.
+const DEFERRED_FOR: Duration = Duration::from_secs(600);
 
 impl Triggers {
     /// Copies may differ from their sources: compare them.
@@ -62,9 +66,9 @@ impl Triggers {
         let mut deferred = lock(&self.deferred);
         if !deferred
             .iter()
-            .any(|d| d.namespace == request.namespace && d.name() == request.name())
+            .any(|(d, _)| d.namespace == request.namespace && d.name() == request.name())
         {
-            deferred.push(request);
+            deferred.push((request, Instant::now()));
         }
         drop(deferred);
         self.wake.notify_one();
@@ -248,27 +252,38 @@ pub(crate) async fn run(shared: Arc<Shared>, writer: Arc<Writer>) {
 
 async fn retry_deferred(shared: &Shared, writer: &Writer) {
     let deferred = std::mem::take(&mut *lock(&shared.triggers.deferred));
-    for request in deferred {
-        // The namespace may have gone or started terminating meanwhile.
-        let writable = shared
-            .index
-            .read()
-            .namespace(&request.namespace)
-            .is_some_and(|n| !n.terminating);
-        if !writable {
+    for (request, since) in deferred {
+        let ns = &request.namespace;
+        if since.elapsed() > DEFERRED_FOR {
+            tracing::warn!(
+                namespace = %ns,
+                secret = %request.name(),
+                "copy given up after {DEFERRED_FOR:?} of failures"
+            );
             continue;
+        }
+        // Nothing is written into a terminating namespace; one the watch has not reported yet
+        // (just created) is waited for.
+        let state = shared.index.read().namespace(ns).map(|n| n.terminating);
+        match state {
+            Some(true) => continue,
+            None => {
+                lock(&shared.triggers.deferred).push((request, since));
+                continue;
+            }
+            Some(false) => {}
         }
         match writer.ensure(&request).await {
             Made::Failed(reason) => {
                 tracing::warn!(
-                    namespace = %request.namespace,
+                    namespace = %ns,
                     secret = %request.name(),
                     "copy still not made, retrying later: {reason}"
                 );
-                lock(&shared.triggers.deferred).push(request);
+                lock(&shared.triggers.deferred).push((request, since));
             }
             Made::Ready => tracing::info!(
-                namespace = %request.namespace,
+                namespace = %ns,
                 secret = %request.name(),
                 "deferred copy made"
             ),

@@ -1,0 +1,1049 @@
+//! End to end: the real `serve` in cluster mode against the in-process fake kube-apiserver
+//! (`tests/support/`), through a kubeconfig, with `manifests/rbac.yaml` enforced. The fake calls
+//! the webhook over CA-verified HTTPS on Pod and ServiceAccount creation, as kube-apiserver
+//! does, and stores what the patch makes of the object; the tests read back the stored objects.
+//!
+//! No test waits for a duration: each polls for an outcome (an object, a metric) with a
+//! generous deadline.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use pull_secret_injector::certs;
+use pull_secret_injector::daemon::{self, ClusterOptions, Running, ServeArgs};
+use pull_secret_injector::server::Limits;
+use support::{Fault, FaultKind, FakeApiServer};
+
+const OWN_NAMESPACE: &str = "pull-secret-injector";
+const INJECTOR: &str = "system:serviceaccount:pull-secret-injector:pull-secret-injector";
+const RUNNER: &str = "e2e-runner";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn examples() -> PathBuf {
+    repo().join("examples")
+}
+
+/// Polls `check` until it holds; fails after 30 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A fake cluster with the injector's namespace, RBAC and config in place.
+struct Cluster {
+    api: FakeApiServer,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn new(config_yaml: &str) -> Cluster {
+        let api = FakeApiServer::start().await;
+        let rbac = std::fs::read_to_string(repo().join("manifests/rbac.yaml")).expect("rbac");
+        api.load_rbac(&rbac).expect("rbac loads");
+        let cluster = Cluster {
+            api,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        cluster.namespace(OWN_NAMESPACE, json!({})).await;
+        cluster
+            .api
+            .create(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "pull-secret-injector", "namespace": OWN_NAMESPACE},
+                "data": {"config.yaml": config_yaml},
+            }))
+            .await
+            .expect("config map");
+        cluster
+    }
+
+    async fn namespace(&self, name: &str, labels: Value) {
+        self.api
+            .create(json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": name, "labels": labels},
+            }))
+            .await
+            .expect("namespace");
+    }
+
+    /// Creates every object of a manifest file (Namespaces first); an object that exists
+    /// already (a namespace's `default` ServiceAccount) is replaced.
+    async fn load(&self, dir: &Path) {
+        let mut objects = Vec::new();
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        files.sort();
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("manifest");
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let value = serde_yaml::Value::deserialize(doc).expect("yaml");
+                if value.is_null() {
+                    continue;
+                }
+                let mut json: Value = serde_json::to_value(value).expect("json");
+                if json["kind"] != "Namespace" && json["metadata"]["namespace"].is_null() {
+                    json["metadata"]["namespace"] = json!("default");
+                }
+                objects.push(json);
+            }
+        }
+        let rank = |v: &Value| match v["kind"].as_str() {
+            Some("Namespace") => 0,
+            Some("Secret") => 1,
+            _ => 2,
+        };
+        objects.sort_by_key(rank);
+        let mut terminating_namespaces = Vec::new();
+        for mut object in objects {
+            let terminating = object["metadata"]["deletionTimestamp"].is_string()
+                || object["status"]["phase"] == "Terminating";
+            if object["kind"] == "Namespace" {
+                if let Some(map) = object["metadata"].as_object_mut() {
+                    map.remove("deletionTimestamp");
+                }
+                object["status"] = json!({});
+            }
+            let kind = object["kind"].as_str().unwrap_or("").to_string();
+            let name = object["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let ns = object["metadata"]["namespace"].as_str().map(str::to_string);
+            if self.api.get(&resource(&kind), ns.as_deref(), &name).is_some() {
+                self.api.replace(object).await.expect("replace");
+            } else {
+                self.api.create(object).await.expect("create");
+            }
+            if terminating {
+                terminating_namespaces.push(name);
+            }
+        }
+        // Deleted last, so that their contents could be created first.
+        for name in terminating_namespaces {
+            self.api
+                .delete("namespaces", None, &name)
+                .await
+                .expect("delete namespace");
+        }
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        let token = self
+            .api
+            .service_account_token(OWN_NAMESPACE, "pull-secret-injector");
+        self.api.write_kubeconfig(self.dir.path(), &token)
+    }
+
+    /// Starts a replica and points the webhook at it.
+    async fn start_injector(&self) -> Injector {
+        let injector = Injector::start(self, &format!("r{}", rand_suffix())).await;
+        injector.register(&self.api);
+        injector
+    }
+
+    async fn create_pod(&self, ns: &str, images: &[&str]) -> Value {
+        self.create_pod_as(ns, images, false).await
+    }
+
+    async fn create_pod_as(&self, ns: &str, images: &[&str], dry_run: bool) -> Value {
+        let containers: Vec<Value> = images
+            .iter()
+            .enumerate()
+            .map(|(i, image)| json!({"name": format!("c{i}"), "image": image}))
+            .collect();
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "e2e-", "namespace": ns},
+            "spec": {"serviceAccountName": RUNNER, "containers": containers},
+        });
+        self.api
+            .create_as("e2e-user", &["system:authenticated"], pod, dry_run)
+            .await
+            .expect("pod created")
+    }
+
+    async fn runner(&self, ns: &str) {
+        if self.api.get("serviceaccounts", Some(ns), RUNNER).is_none() {
+            self.api
+                .create(json!({
+                    "apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": {"name": RUNNER, "namespace": ns},
+                }))
+                .await
+                .expect("runner ServiceAccount");
+        }
+    }
+
+    fn secret(&self, ns: &str, name: &str) -> Option<Value> {
+        self.api.get("secrets", Some(ns), name)
+    }
+
+    fn writes_by_injector(&self, verb: &str, resource: &str) -> usize {
+        self.api.count(INJECTOR, verb, resource)
+    }
+}
+
+fn resource(kind: &str) -> String {
+    match kind {
+        "Namespace" => "namespaces",
+        "Secret" => "secrets",
+        "ServiceAccount" => "serviceaccounts",
+        "ConfigMap" => "configmaps",
+        "Pod" => "pods",
+        other => panic!("unexpected kind {other}"),
+    }
+    .to_string()
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn pull_secrets(object: &Value) -> Vec<String> {
+    let list = if object["kind"] == "Pod" {
+        &object["spec"]["imagePullSecrets"]
+    } else {
+        &object["imagePullSecrets"]
+    };
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn decoded_auths(secret: &Value) -> BTreeSet<String> {
+    let data = secret["data"][".dockerconfigjson"]
+        .as_str()
+        .expect("dockerconfigjson");
+    let bytes = STANDARD.decode(data).expect("base64");
+    let config: Value = serde_json::from_slice(&bytes).expect("json");
+    config["auths"]
+        .as_object()
+        .expect("auths")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+fn annotation(object: &Value, key: &str) -> Option<String> {
+    object["metadata"]["annotations"][key]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// One running replica of the injector.
+struct Injector {
+    running: Running,
+    stop: Option<oneshot::Sender<()>>,
+    ca_pem: String,
+}
+
+impl Injector {
+    async fn start(cluster: &Cluster, name: &str) -> Injector {
+        Self::start_with(cluster, name, |_| {}).await
+    }
+
+    async fn start_with(
+        cluster: &Cluster,
+        name: &str,
+        tweak: impl FnOnce(&mut ClusterOptions),
+    ) -> Injector {
+        let dir = cluster.dir.path().join(name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let generated = certs::generate(&["127.0.0.1".into()], 2).expect("certs");
+        certs::write(&dir, &generated, true).expect("write certs");
+        let mut options = ClusterOptions {
+            kubeconfig: Some(cluster.kubeconfig()),
+            retry_interval: Duration::from_millis(200),
+            api_qps: 1000,
+            api_burst: 1000,
+            ..ClusterOptions::default()
+        };
+        tweak(&mut options);
+        let args = ServeArgs {
+            config: None,
+            cluster: Vec::new(),
+            own_namespace: OWN_NAMESPACE.to_string(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            metrics_listen: "127.0.0.1:0".parse().expect("addr"),
+            tls_cert: dir.join(certs::CERT_FILE),
+            tls_key: dir.join(certs::KEY_FILE),
+            reload_interval: Duration::from_secs(1),
+            limits: Limits::default(),
+            cluster_mode: options,
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let running = daemon::start(&args, async move {
+            let _ = rx.await;
+        })
+        .await
+        .expect("injector starts");
+        let injector = Injector {
+            running,
+            stop: Some(tx),
+            ca_pem: generated.ca_pem,
+        };
+        let app = injector.running.app.clone();
+        eventually("the injector to be ready", || {
+            let app = app.clone();
+            async move { app.is_ready() }
+        })
+        .await;
+        injector
+    }
+
+    /// Registers this replica as the cluster's mutating webhook, as the manifests do.
+    fn register(&self, api: &FakeApiServer) {
+        let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "pull-secret-injector"},
+            "webhooks": [{
+                "name": "pull-secret-injector.pull-secret-injector.svc",
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "NoneOnDryRun",
+                "failurePolicy": "Ignore",
+                "timeoutSeconds": 10,
+                "reinvocationPolicy": "IfNeeded",
+                "matchPolicy": "Equivalent",
+                "clientConfig": {
+                    "url": format!("https://127.0.0.1:{}/mutate", self.running.admission_addr.port()),
+                    "caBundle": STANDARD.encode(&self.ca_pem),
+                },
+                "rules": [{
+                    "operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                    "resources": ["pods", "serviceaccounts"], "scope": "Namespaced",
+                }],
+                "namespaceSelector": {"matchExpressions": [
+                    {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                     "values": ["kube-system", OWN_NAMESPACE]},
+                    {"key": "pull-secret-injector/inject", "operator": "NotIn", "values": ["false"]},
+                ]},
+                "objectSelector": {"matchExpressions": [
+                    {"key": "pull-secret-injector/inject", "operator": "NotIn", "values": ["false"]},
+                ]},
+            }],
+        }))
+        .expect("webhook configuration");
+        api.register_webhook(config);
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.running.metrics_addr))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    async fn metric(&self, prefix: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), &mut self.running.task).await;
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Expectation {
+    setup: String,
+    kind: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    namespace_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    images: Vec<String>,
+    expect_injected: Vec<String>,
+}
+
+/// The config of an example as the text of `config.yaml` (the examples hold either raw config
+/// or a whole ConfigMap manifest).
+fn example_config(setup: &str) -> String {
+    let text = std::fs::read_to_string(examples().join(setup).join("config.yaml")).expect("config");
+    let value: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
+    match value.get("kind").and_then(|k| k.as_str()) {
+        Some("ConfigMap") => value["data"]["config.yaml"]
+            .as_str()
+            .expect("config.yaml key")
+            .to_string(),
+        _ => text,
+    }
+}
+
+fn is_terminating(cluster: &Cluster, ns: &str) -> bool {
+    cluster
+        .api
+        .get("namespaces", None, ns)
+        .is_some_and(|n| n["status"]["phase"] == "Terminating")
+}
+
+/// Every setup of the examples (one per seed document): the cluster of `cluster/` exists
+/// before the injector starts, and each `check` expectation becomes a pod created through the
+/// API. The stored pod must carry exactly the expected secrets, each of which must exist in
+/// the namespace as a usable pull secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_setup_injects_and_copies_what_kubelet_needs() {
+    let text = std::fs::read_to_string(examples().join("expectations.json")).expect("file");
+    let expectations: Vec<Expectation> = serde_json::from_str(&text).expect("expectations");
+    let setups: BTreeSet<&str> = expectations.iter().map(|e| e.setup.as_str()).collect();
+    let mut checked = 0;
+    for setup in setups {
+        let cluster = Cluster::new(&example_config(setup)).await;
+        cluster.load(&examples().join(setup).join("cluster")).await;
+        let injector = cluster.start_injector().await;
+        for e in expectations
+            .iter()
+            .filter(|e| e.setup == setup && e.kind == "check")
+        {
+            if cluster.api.get("namespaces", None, &e.namespace).is_none() {
+                cluster
+                    .namespace(&e.namespace, json!(e.namespace_labels))
+                    .await;
+            }
+            if is_terminating(&cluster, &e.namespace) {
+                continue;
+            }
+            cluster.runner(&e.namespace).await;
+            let images: Vec<&str> = e.images.iter().map(String::as_str).collect();
+            let pod = cluster.create_pod(&e.namespace, &images).await;
+            let what = format!("{setup}: {} {:?}", e.namespace, e.images);
+            assert_eq!(pull_secrets(&pod), e.expect_injected, "{what}");
+            for name in &e.expect_injected {
+                let secret = cluster
+                    .secret(&e.namespace, name)
+                    .unwrap_or_else(|| panic!("{what}: secret {name} missing"));
+                assert!(!decoded_auths(&secret).is_empty(), "{what}: {name} is empty");
+            }
+            checked += 1;
+        }
+        injector.stop().await;
+    }
+    assert!(checked >= 40, "only {checked} expectations were checked");
+}
+
+const ICR_CONFIG: &str = r#"
+credentials:
+  - name: icr
+    secret: default/all-icr-io
+    namespaces: {include: ["team-*"]}
+serviceAccounts: ["default"]
+pods: true
+prune: false
+"#;
+
+/// The same, without ServiceAccount injection: copies are made only for pods.
+const ICR_PODS_ONLY: &str = r#"
+credentials:
+  - name: icr
+    secret: default/all-icr-io
+    namespaces: {include: ["team-*"]}
+serviceAccounts: []
+pods: true
+"#;
+
+const ICR_AND_HUB: &str = r#"
+credentials:
+  - name: icr
+    secret: default/all-icr-io
+    namespaces: {include: ["team-*"]}
+  - name: hub
+    secret: default/dockerhub-pull
+    namespaces: {include: ["team-*"]}
+serviceAccounts: []
+"#;
+
+/// IBM's `all-icr-io`, with a FAKE key that `version` tells apart.
+fn icr_source(version: &str) -> Value {
+    let auth = STANDARD.encode(format!("iamapikey:fake-apikey-{version}"));
+    let config = json!({"auths": {
+        "icr.io": {"auth": auth},
+        "us.icr.io": {"auth": auth},
+    }});
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "all-icr-io", "namespace": "default"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": STANDARD.encode(config.to_string())},
+    })
+}
+
+fn auth_of(secret: &Value) -> String {
+    let data = secret["data"][".dockerconfigjson"].as_str().expect("data");
+    let config: Value = serde_json::from_slice(&STANDARD.decode(data).expect("b64")).expect("json");
+    config["auths"]["icr.io"]["auth"]
+        .as_str()
+        .expect("auth")
+        .to_string()
+}
+
+async fn icr_cluster(config: &str) -> Cluster {
+    let cluster = Cluster::new(config).await;
+    if cluster.api.get("namespaces", None, "default").is_none() {
+        cluster.namespace("default", json!({})).await;
+    }
+    cluster.api.create(icr_source("1")).await.expect("source");
+    cluster
+}
+
+async fn wait_for_reference(cluster: &Cluster, ns: &str, sa: &str, name: &str) {
+    eventually(&format!("{ns}/{sa} to reference {name}"), || async {
+        cluster
+            .api
+            .get("serviceaccounts", Some(ns), sa)
+            .is_some_and(|sa| pull_secrets(&sa).contains(&name.to_string()))
+            && cluster.secret(ns, name).is_some()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_namespace_gets_its_default_service_account_patched_at_creation() {
+    let cluster = icr_cluster(ICR_CONFIG).await;
+    let injector = cluster.start_injector().await;
+    cluster.namespace("team-new", json!({})).await;
+    wait_for_reference(&cluster, "team-new", "default", "all-icr-io").await;
+
+    // It happened in admission, not only by backfill.
+    let calls = cluster.api.admission_calls();
+    let sa_call = calls
+        .iter()
+        .find(|c| c.kind == "ServiceAccount" && c.namespace == "team-new")
+        .expect("the default ServiceAccount went through the webhook");
+    assert!(sa_call.patched, "{:?}", sa_call.error);
+    let sa = cluster
+        .api
+        .get("serviceaccounts", Some("team-new"), "default")
+        .expect("sa");
+    assert_eq!(
+        annotation(&sa, "pull-secret-injector/injected").as_deref(),
+        Some("all-icr-io")
+    );
+
+    // The copy is ours, filtered, labelled and annotated.
+    let copy = cluster.secret("team-new", "all-icr-io").expect("copy");
+    assert_eq!(copy["type"], "kubernetes.io/dockerconfigjson");
+    assert_eq!(
+        copy["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "pull-secret-injector"
+    );
+    assert_eq!(
+        annotation(&copy, "pull-secret-injector/source").as_deref(),
+        Some("default/all-icr-io")
+    );
+    assert_eq!(
+        decoded_auths(&copy),
+        BTreeSet::from(["icr.io".to_string(), "us.icr.io".to_string()])
+    );
+    // Out of scope: no copy, no reference.
+    cluster.namespace("elsewhere", json!({})).await;
+    cluster.runner("elsewhere").await;
+    let pod = cluster.create_pod("elsewhere", &["us.icr.io/x/y:1"]).await;
+    assert!(pull_secrets(&pod).is_empty());
+    assert!(cluster.secret("elsewhere", "all-icr-io").is_none());
+    injector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_that_existed_before_the_injector_are_backfilled() {
+    let cluster = icr_cluster(ICR_CONFIG).await;
+    cluster.namespace("team-old", json!({})).await;
+    cluster.namespace("team-mine", json!({})).await;
+    // A ServiceAccount that already names a secret of its own keeps it, first.
+    eventually("the default ServiceAccount of team-mine", || async {
+        cluster
+            .api
+            .get("serviceaccounts", Some("team-mine"), "default")
+            .is_some()
+    })
+    .await;
+    cluster
+        .api
+        .replace(json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "default", "namespace": "team-mine"},
+            "imagePullSecrets": [{"name": "mine"}],
+        }))
+        .await
+        .expect("replace");
+
+    let injector = cluster.start_injector().await;
+    wait_for_reference(&cluster, "team-old", "default", "all-icr-io").await;
+    wait_for_reference(&cluster, "team-mine", "default", "all-icr-io").await;
+    let sa = cluster
+        .api
+        .get("serviceaccounts", Some("team-mine"), "default")
+        .expect("sa");
+    assert_eq!(pull_secrets(&sa), ["mine", "all-icr-io"]);
+    injector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_source_reaches_every_copy_with_one_write_each() {
+    let cluster = icr_cluster(ICR_CONFIG).await;
+    let namespaces: Vec<String> = (0..6).map(|i| format!("team-{i}")).collect();
+    for ns in &namespaces {
+        cluster.namespace(ns, json!({})).await;
+    }
+    let injector = cluster.start_injector().await;
+    for ns in &namespaces {
+        wait_for_reference(&cluster, ns, "default", "all-icr-io").await;
+    }
+    let old = auth_of(&cluster.secret("default", "all-icr-io").expect("source"));
+    cluster.api.clear_requests();
+    cluster.api.replace(icr_source("2")).await.expect("rotate");
+    let new = auth_of(&cluster.secret("default", "all-icr-io").expect("source"));
+    assert_ne!(old, new);
+    eventually("every copy to hold the rotated key", || async {
+        namespaces.iter().all(|ns| {
+            cluster
+                .secret(ns, "all-icr-io")
+                .is_some_and(|s| auth_of(&s) == new)
+        })
+    })
+    .await;
+    assert_eq!(
+        cluster.writes_by_injector("patch", "secrets"),
+        namespaces.len(),
+        "one write per copy"
+    );
+    assert_eq!(cluster.writes_by_injector("create", "secrets"), 0);
+    eventually("the copies metric to show them current", || async {
+        injector
+            .metric("pull_secret_injector_copies{credential=\"icr\",state=\"current\"}")
+            .await
+            == namespaces.len() as f64
+    })
+    .await;
+    // Settled: nothing more is written.
+    let writes = cluster.writes_by_injector("patch", "secrets");
+    cluster.namespace("team-late", json!({})).await;
+    wait_for_reference(&cluster, "team-late", "default", "all-icr-io").await;
+    assert_eq!(cluster.writes_by_injector("patch", "secrets"), writes);
+    injector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_secret_with_the_copy_name_is_never_touched() {
+    let cluster = icr_cluster(ICR_PODS_ONLY).await;
+    cluster.namespace("team-f", json!({})).await;
+    let mut foreign = icr_source("hand-made");
+    foreign["metadata"]["namespace"] = json!("team-f");
+    let foreign = cluster.api.create(foreign).await.expect("foreign");
+    let injector = cluster.start_injector().await;
+    cluster.runner("team-f").await;
+    let pod = cluster.create_pod("team-f", &["us.icr.io/team/app:1"]).await;
+    assert!(pull_secrets(&pod).is_empty(), "{pod}");
+    let call = cluster
+        .api
+        .admission_calls()
+        .into_iter()
+        .rev()
+        .find(|c| c.kind == "Pod" && c.namespace == "team-f")
+        .expect("admission call");
+    assert!(
+        call.warnings.iter().any(|w| w.contains("not managed")),
+        "{:?}",
+        call.warnings
+    );
+    let after = cluster.secret("team-f", "all-icr-io").expect("still there");
+    assert_eq!(
+        after["metadata"]["resourceVersion"],
+        foreign["metadata"]["resourceVersion"]
+    );
+    assert_eq!(cluster.writes_by_injector("patch", "secrets"), 0);
+    assert_eq!(cluster.writes_by_injector("delete", "secrets"), 0);
+    injector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_returns_the_patch_and_creates_nothing() {
+    let cluster = icr_cluster(ICR_PODS_ONLY).await;
+    cluster.namespace("team-d", json!({})).await;
+    cluster.runner("team-d").await;
+    let injector = cluster.start_injector().await;
+    let pod = cluster
+        .create_pod_as("team-d", &["icr.io/team/app:1"], true)
+        .await;
+    assert_eq!(pull_secrets(&pod), ["all-icr-io"]);
+    assert!(cluster.secret("team-d", "all-icr-io").is_none());
+    assert!(cluster.api.list("pods", Some("team-d")).is_empty());
+    assert_eq!(cluster.writes_by_injector("create", "secrets"), 0);
+
+    let pod = cluster.create_pod("team-d", &["icr.io/team/app:1"]).await;
+    assert_eq!(pull_secrets(&pod), ["all-icr-io"]);
+    assert!(cluster.secret("team-d", "all-icr-io").is_some());
+    injector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_changes_apply_and_an_invalid_config_is_rejected_with_an_event() {
+    let cluster = icr_cluster(ICR_PODS_ONLY).await;
+    let hub = json!({"auths": {"https://index.docker.io/v1/": {"auth": STANDARD.encode("u:fake-password-1")}}});
+    cluster
+        .api
+        .create(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "dockerhub-pull", "namespace": "default"},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": STANDARD.encode(hub.to_string())},
+        }))
+        .await
+        .expect("hub source");
+    cluster.namespace("team-c", json!({})).await;
+    cluster.runner("team-c").await;
+    let injector = cluster.start_injector().await;
+    let pod = cluster.create_pod("team-c", &["nginx:1.27"]).await;
+    assert!(pull_secrets(&pod).is_empty());
+
+    set_config(&cluster, ICR_AND_HUB).await;
+    eventually("the new credential to be injected", || async {
+        let pod = cluster.create_pod("team-c", &["nginx:1.27"]).await;
+        pull_secrets(&pod) == ["dockerhub-pull"]
+    })
+    .await;
+
+    set_config(&cluster, "credentials:\n  - name: Bad_Name\n    secret: nowhere\n").await;
+    eventually("an InvalidConfig Event on the ConfigMap", || async {
+        cluster.api.list("events", Some(OWN_NAMESPACE)).iter().any(|e| {
+            e["reason"] == "InvalidConfig"
+                && e["involvedObject"]["kind"] == "ConfigMap"
+                && e["involvedObject"]["name"] == "pull-secret-injector"
+                && e["type"] == "Warning"
+        })
+    })
+    .await;
+    eventually("the reload error to be counted", || async {
+        injector
+            .metric("pull_secret_injector_config_reloads_total{result=\"error\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+    // The last good config stays in force.
+    let pod = cluster.create_pod("team-c", &["nginx:1.27"]).await;
+    assert_eq!(pull_secrets(&pod), ["dockerhub-pull"]);
+    assert!(injector.running.app.is_ready());
+    injector.stop().await;
+}
+
+async fn set_config(cluster: &Cluster, text: &str) {
+    let mut cm = cluster
+        .api
+        .get("configmaps", Some(OWN_NAMESPACE), "pull-secret-injector")
+        .expect("config map");
+    cm["data"]["config.yaml"] = json!(text);
+    if let Some(meta) = cm["metadata"].as_object_mut() {
+        meta.remove("resourceVersion");
+    }
+    cluster.api.replace(cm).await.expect("config updated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_the_work_without_duplicates_or_flapping() {
+    let cluster = icr_cluster(ICR_CONFIG).await;
+    let namespaces: Vec<String> = (0..4).map(|i| format!("team-{i}")).collect();
+    for ns in &namespaces[..2] {
+        cluster.namespace(ns, json!({})).await;
+    }
+    let first = Injector::start(&cluster, "first").await;
+    let second = Injector::start(&cluster, "second").await;
+    first.register(&cluster.api);
+    for ns in &namespaces[2..] {
+        cluster.namespace(ns, json!({})).await;
+    }
+    for ns in &namespaces {
+        wait_for_reference(&cluster, ns, "default", "all-icr-io").await;
+    }
+    second.register(&cluster.api);
+    cluster.api.clear_requests();
+    cluster.api.replace(icr_source("2")).await.expect("rotate");
+    let new = auth_of(&cluster.secret("default", "all-icr-io").expect("source"));
+    eventually("every copy to hold the rotated key", || async {
+        namespaces.iter().all(|ns| {
+            cluster
+                .secret(ns, "all-icr-io")
+                .is_some_and(|s| auth_of(&s) == new)
+        })
+    })
+    .await;
+    // Both replicas may try each copy, but a conditional write lands once per copy.
+    let succeeded = cluster
+        .api
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.user == INJECTOR && r.verb == "patch" && r.resource == "secrets" && r.status < 300
+        })
+        .count();
+    assert_eq!(succeeded, namespaces.len());
+    assert!(cluster.writes_by_injector("patch", "secrets") <= 2 * namespaces.len());
+    for ns in &namespaces {
+        let sa = cluster
+            .api
+            .get("serviceaccounts", Some(ns), "default")
+            .expect("sa");
+        assert_eq!(pull_secrets(&sa), ["all-icr-io"], "{ns}: no duplicate");
+    }
+    // New pods through the second replica.
+    cluster.namespace("team-9", json!({})).await;
+    cluster.runner("team-9").await;
+    let pod = cluster.create_pod("team-9", &["icr.io/a/b:1"]).await;
+    assert_eq!(pull_secrets(&pod), ["all-icr-io"]);
+    // Settled: one more namespace costs one copy and one ServiceAccount patch, and nothing
+    // already done is written again.
+    let patches = cluster.writes_by_injector("patch", "secrets");
+    cluster.namespace("team-10", json!({})).await;
+    wait_for_reference(&cluster, "team-10", "default", "all-icr-io").await;
+    assert_eq!(cluster.writes_by_injector("patch", "secrets"), patches);
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_faults_and_dropped_watches_lose_no_copy() {
+    let cluster = icr_cluster(ICR_PODS_ONLY).await;
+    cluster.namespace("team-a", json!({})).await;
+    cluster.runner("team-a").await;
+    let injector = cluster.start_injector().await;
+
+    // The copy cannot be created at admission: the pod still names it, with a warning, and the
+    // reconciler makes it once the API recovers.
+    let fault = cluster.api.add_fault(Fault {
+        method: Some("POST".to_string()),
+        path_contains: "/namespaces/team-a/secrets".to_string(),
+        kind: FaultKind::Status(500),
+        times: Some(3),
+        ..Fault::default()
+    });
+    let pod = cluster.create_pod("team-a", &["icr.io/a/b:1"]).await;
+    assert_eq!(pull_secrets(&pod), ["all-icr-io"]);
+    let call = cluster
+        .api
+        .admission_calls()
+        .into_iter()
+        .rev()
+        .find(|c| c.kind == "Pod")
+        .expect("call");
+    assert!(
+        call.warnings.iter().any(|w| w.contains("not created yet")),
+        "{:?}",
+        call.warnings
+    );
+    eventually("the deferred copy", || async {
+        cluster.secret("team-a", "all-icr-io").is_some()
+    })
+    .await;
+    cluster.api.remove_fault(fault);
+
+    // A slow API: the admission answers within its copy budget, the copy follows.
+    cluster.namespace("team-slow", json!({})).await;
+    cluster.runner("team-slow").await;
+    let slow = cluster.api.add_fault(Fault {
+        method: Some("POST".to_string()),
+        path_contains: "/namespaces/team-slow/secrets".to_string(),
+        kind: FaultKind::Latency(Duration::from_secs(4)),
+        times: Some(1),
+        ..Fault::default()
+    });
+    let pod = cluster.create_pod("team-slow", &["icr.io/a/b:1"]).await;
+    assert_eq!(pull_secrets(&pod), ["all-icr-io"]);
+    eventually("the slow copy", || async {
+        cluster.secret("team-slow", "all-icr-io").is_some()
+    })
+    .await;
+    cluster.api.remove_fault(slow);
+
+    // Watches dropped and history expired: the rotation still arrives (by relisting).
+    cluster.api.drop_watches();
+    cluster.api.expire_history();
+    cluster.api.replace(icr_source("2")).await.expect("rotate");
+    let new = auth_of(&cluster.secret("default", "all-icr-io").expect("source"));
+    eventually("the copies to follow the rotation", || async {
+        ["team-a", "team-slow"].iter().all(|ns| {
+            cluster
+                .secret(ns, "all-icr-io")
+                .is_some_and(|s| auth_of(&s) == new)
+        })
+    })
+    .await;
+    assert!(
+        injector
+            .metric("pull_secret_injector_reconcile_errors_total{action=\"create_copy\"}")
+            .await
+            >= 1.0
+    );
+    injector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminating_namespace_is_never_written() {
+    let cluster = icr_cluster(ICR_CONFIG).await;
+    for ns in ["team-live", "team-gone"] {
+        cluster.namespace(ns, json!({})).await;
+    }
+    let injector = cluster.start_injector().await;
+    for ns in ["team-live", "team-gone"] {
+        wait_for_reference(&cluster, ns, "default", "all-icr-io").await;
+    }
+    cluster
+        .api
+        .delete("namespaces", None, "team-gone")
+        .await
+        .expect("delete");
+    eventually("the injector to see team-gone terminating", || async {
+        injector.running.index.as_ref().is_some_and(|ix| {
+            use pull_secret_injector::state::ClusterView;
+            ix.read().namespace("team-gone").is_some_and(|n| n.terminating)
+        })
+    })
+    .await;
+    cluster.api.clear_requests();
+    cluster.api.replace(icr_source("2")).await.expect("rotate");
+    let new = auth_of(&cluster.secret("default", "all-icr-io").expect("source"));
+    eventually("the live copy to follow", || async {
+        cluster
+            .secret("team-live", "all-icr-io")
+            .is_some_and(|s| auth_of(&s) == new)
+    })
+    .await;
+    let written: Vec<_> = cluster
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.user == INJECTOR
+                && r.namespace.as_deref() == Some("team-gone")
+                && !matches!(r.verb.as_str(), "get" | "list" | "watch")
+        })
+        .collect();
+    assert!(written.is_empty(), "{written:?}");
+    assert_ne!(
+        auth_of(&cluster.secret("team-gone", "all-icr-io").expect("copy")),
+        new
+    );
+    injector.stop().await;
+}
+
+/// `manifests/rbac.yaml` grants exactly what the injector uses: a scenario that drives every
+/// code path that talks to the API (watches, copies made, adopted and refused, rotation,
+/// backfill, prune, an Event) runs with the manifest enforced, and the requests the injector
+/// made are compared with the grants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rbac_manifest_grants_exactly_what_the_injector_uses() {
+    let pruning = ICR_CONFIG.replace("prune: false", "prune: true");
+    let cluster = icr_cluster(&pruning).await;
+    for ns in ["team-a", "team-b", "team-f"] {
+        cluster.namespace(ns, json!({})).await;
+    }
+    let mut foreign = icr_source("hand-made");
+    foreign["metadata"]["namespace"] = json!("team-f");
+    cluster.api.create(foreign).await.expect("foreign");
+    let injector = cluster.start_injector().await;
+    for ns in ["team-a", "team-b"] {
+        wait_for_reference(&cluster, ns, "default", "all-icr-io").await;
+    }
+    // Rotation (patch), then a narrower scope (prune deletes team-b's copy).
+    cluster.api.replace(icr_source("2")).await.expect("rotate");
+    let new = auth_of(&cluster.secret("default", "all-icr-io").expect("source"));
+    eventually("the rotation", || async {
+        cluster
+            .secret("team-a", "all-icr-io")
+            .is_some_and(|s| auth_of(&s) == new)
+    })
+    .await;
+    set_config(&cluster, &pruning.replace("team-*", "team-a")).await;
+    eventually("the pruned copy", || async {
+        cluster.secret("team-b", "all-icr-io").is_none()
+    })
+    .await;
+    set_config(&cluster, "credentials: [{name: x}]\n").await;
+    eventually("an Event", || async {
+        !cluster.api.list("events", Some(OWN_NAMESPACE)).is_empty()
+    })
+    .await;
+    injector.stop().await;
+
+    let requests = cluster.api.requests();
+    let injector_requests: Vec<_> = requests.iter().filter(|r| r.user == INJECTOR).collect();
+    let denied: Vec<_> = injector_requests
+        .iter()
+        .filter(|r| r.status == 403)
+        .collect();
+    assert!(denied.is_empty(), "denied: {denied:?}");
+    let used: BTreeSet<(String, String)> = injector_requests
+        .iter()
+        .map(|r| (r.resource.clone(), r.verb.clone()))
+        .collect();
+    assert_eq!(used, granted(), "used (left) versus granted (right)");
+}
+
+/// Every (resource, verb) the manifest grants, from its Roles and ClusterRoles.
+fn granted() -> BTreeSet<(String, String)> {
+    let text = std::fs::read_to_string(repo().join("manifests/rbac.yaml")).expect("rbac");
+    let mut out = BTreeSet::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_yaml::Value::deserialize(doc).expect("yaml");
+        let kind = value["kind"].as_str().unwrap_or("");
+        if kind != "Role" && kind != "ClusterRole" {
+            continue;
+        }
+        for rule in value["rules"].as_sequence().expect("rules") {
+            let groups: Vec<&str> = rule["apiGroups"]
+                .as_sequence()
+                .expect("apiGroups")
+                .iter()
+                .filter_map(|g| g.as_str())
+                .collect();
+            assert_eq!(groups, [""], "only the core group is used");
+            for resource in rule["resources"].as_sequence().expect("resources") {
+                for verb in rule["verbs"].as_sequence().expect("verbs") {
+                    let (r, v) = (resource.as_str().expect("r"), verb.as_str().expect("v"));
+                    assert!(r != "*" && v != "*", "no wildcard in the RBAC manifest");
+                    out.insert((r.to_string(), v.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
