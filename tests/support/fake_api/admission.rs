@@ -1,0 +1,398 @@
+//! Admission on CREATE: the built-in ServiceAccount plugin, then mutating webhooks called over
+//! HTTPS exactly as kube-apiserver calls them (AdmissionReview v1, `?timeout=Ns`, caBundle as
+//! the only trust root, failurePolicy, sideEffects on dry runs).
+
+use std::time::Duration;
+
+use base64::Engine;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhook;
+use serde_json::{Value, json};
+
+use super::api::Ctx;
+use super::meta::{ResourceInfo, labels, meta_str, new_uid};
+use super::selectors::k8s_selector_matches;
+use super::status::Failure;
+use super::validation::check_typed;
+use super::{AdmissionCall, Core, lock};
+
+/// The ServiceAccount admission plugin's part that clients observe: the default account, the
+/// lookup, and inheriting the account's imagePullSecrets.
+pub(crate) fn service_account(
+    core: &Core,
+    namespace: &str,
+    pod: &mut Value,
+    display_name: &str,
+) -> Result<(), Failure> {
+    let Some(map) = pod.as_object_mut() else {
+        return Ok(());
+    };
+    let spec = map.entry("spec").or_insert_with(|| json!({}));
+    let Some(spec) = spec.as_object_mut() else {
+        return Ok(());
+    };
+    let sa_name = spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+        .to_string();
+    spec.insert("serviceAccountName".into(), json!(sa_name));
+    // The deprecated alias, which the v1 API still fills in.
+    spec.insert("serviceAccount".into(), json!(sa_name));
+    let sa = lock(&core.store)
+        .get("serviceaccounts", namespace, &sa_name)
+        .cloned();
+    let Some(sa) = sa else {
+        return Err(Failure::forbidden(
+            "pods",
+            display_name,
+            &format!(
+                "error looking up service account {namespace}/{sa_name}: serviceaccount \"{sa_name}\" not found"
+            ),
+        ));
+    };
+    let pod_has_secrets = spec
+        .get("imagePullSecrets")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    if !pod_has_secrets {
+        let inherited: Vec<Value> = sa
+            .get("imagePullSecrets")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|s| json!({"name": s.get("name").cloned().unwrap_or(json!(""))}))
+            .collect();
+        if !inherited.is_empty() {
+            spec.insert("imagePullSecrets".into(), Value::Array(inherited));
+        }
+    }
+    Ok(())
+}
+
+fn rules_match(hook: &MutatingWebhook, info: &ResourceInfo) -> bool {
+    let has = |list: &Option<Vec<String>>, wanted: &str| {
+        list.iter().flatten().any(|v| v == "*" || v == wanted)
+    };
+    hook.rules.iter().flatten().any(|r| {
+        let ops = r
+            .operations
+            .iter()
+            .flatten()
+            .any(|o| o == "*" || o == "CREATE");
+        let resources = r
+            .resources
+            .iter()
+            .flatten()
+            .any(|x| x == "*" || x == "*/*" || x == info.resource);
+        let scope = match r.scope.as_deref() {
+            Some("Namespaced") => info.namespaced,
+            Some("Cluster") => !info.namespaced,
+            _ => true,
+        };
+        ops && resources && scope && has(&r.api_groups, "") && has(&r.api_versions, "v1")
+    })
+}
+
+/// Calls every matching webhook in kube's order (configurations by name, then webhooks as
+/// listed), each seeing the previous one's mutations.
+pub(crate) async fn run_webhooks(
+    core: &Core,
+    ctx: &mut Ctx,
+    info: &'static ResourceInfo,
+    namespace: &str,
+    obj: &mut Value,
+) -> Result<(), Failure> {
+    let configs: Vec<_> = lock(&core.webhooks).values().cloned().collect();
+    if configs.is_empty() {
+        return Ok(());
+    }
+    // namespaceSelector looks at the object's namespace, or at a Namespace's own labels.
+    let ns_labels = if info.namespaced {
+        lock(&core.store)
+            .get("namespaces", "", namespace)
+            .map(labels)
+            .unwrap_or_default()
+    } else {
+        labels(obj)
+    };
+    for config in configs {
+        for hook in config.webhooks.iter().flatten() {
+            if !rules_match(hook, info)
+                || !k8s_selector_matches(hook.namespace_selector.as_ref(), &ns_labels)
+                || !k8s_selector_matches(hook.object_selector.as_ref(), &labels(obj))
+            {
+                continue;
+            }
+            call_one(core, ctx, info, namespace, hook, obj).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn call_one(
+    core: &Core,
+    ctx: &mut Ctx,
+    info: &'static ResourceInfo,
+    namespace: &str,
+    hook: &MutatingWebhook,
+    obj: &mut Value,
+) -> Result<(), Failure> {
+    let mut call = AdmissionCall {
+        webhook: hook.name.clone(),
+        kind: info.kind.to_string(),
+        namespace: namespace.to_string(),
+        name: meta_str(obj, "name").to_string(),
+        dry_run: ctx.dry_run,
+        patched: false,
+        error: None,
+        warnings: Vec::new(),
+    };
+    let record = |call: AdmissionCall| lock(&core.admission_calls).push(call);
+    if ctx.dry_run && !matches!(hook.side_effects.as_str(), "None" | "NoneOnDryRun") {
+        let failure = Failure::bad_request(format!(
+            "admission webhook {:?} does not support dry run",
+            hook.name
+        ));
+        call.error = Some(failure.message.clone());
+        record(call);
+        return Err(failure);
+    }
+    match invoke(ctx, info, namespace, hook, obj).await {
+        Ok(Outcome::Allowed { patched, warnings }) => {
+            ctx.warnings.extend(warnings.iter().cloned());
+            call.warnings = warnings;
+            if let Some(patched) = patched {
+                *obj = patched;
+                call.patched = true;
+            }
+            record(call);
+            Ok(())
+        }
+        Ok(Outcome::Denied { failure, warnings }) => {
+            ctx.warnings.extend(warnings.iter().cloned());
+            call.warnings = warnings;
+            call.error = Some(failure.message.clone());
+            record(call);
+            Err(failure)
+        }
+        Err(why) => {
+            let message = format!("failed calling webhook {:?}: {why}", hook.name);
+            call.error = Some(message.clone());
+            record(call);
+            if hook.failure_policy.as_deref() == Some("Ignore") {
+                Ok(())
+            } else {
+                Err(Failure::internal(&message))
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Allowed {
+        patched: Option<Value>,
+        warnings: Vec<String>,
+    },
+    Denied {
+        failure: Failure,
+        warnings: Vec<String>,
+    },
+}
+
+/// An error with its sources, since reqwest's own message rarely says what went wrong.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+async fn invoke(
+    ctx: &Ctx,
+    info: &ResourceInfo,
+    namespace: &str,
+    hook: &MutatingWebhook,
+    obj: &Value,
+) -> Result<Outcome, String> {
+    if !hook.admission_review_versions.iter().any(|v| v == "v1") {
+        return Err("webhook does not accept known AdmissionReview versions".into());
+    }
+    let base = hook.client_config.url.as_deref().ok_or(
+        "clientConfig.service is not supported by the fake apiserver; use clientConfig.url",
+    )?;
+    let timeout = u64::try_from(hook.timeout_seconds.unwrap_or(10).clamp(1, 30)).unwrap_or(10);
+    let url = format!(
+        "{base}{}timeout={timeout}s",
+        if base.contains('?') { '&' } else { '?' }
+    );
+    let ca = hook
+        .client_config
+        .ca_bundle
+        .as_ref()
+        .map(|b| b.0.clone())
+        .unwrap_or_default();
+    let mut builder = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .timeout(Duration::from_secs(timeout));
+    let roots = reqwest::Certificate::from_pem_bundle(&ca)
+        .map_err(|e| format!("failed to call webhook: invalid caBundle: {}", chain(&e)))?;
+    for root in roots {
+        builder = builder.add_root_certificate(root);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| format!("failed to call webhook: {}", chain(&e)))?;
+
+    let uid = new_uid();
+    let name = meta_str(obj, "name");
+    let mut options = json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"});
+    if ctx.dry_run {
+        options["dryRun"] = json!(["All"]);
+    }
+    if let Some(fm) = &ctx.field_manager {
+        options["fieldManager"] = json!(fm);
+    }
+    let mut request = json!({
+        "uid": uid,
+        "kind": {"group": "", "version": "v1", "kind": info.kind},
+        "resource": {"group": "", "version": "v1", "resource": info.resource},
+        "requestKind": {"group": "", "version": "v1", "kind": info.kind},
+        "requestResource": {"group": "", "version": "v1", "resource": info.resource},
+        "operation": "CREATE",
+        "userInfo": {"username": ctx.user.username, "groups": ctx.user.groups},
+        "object": obj,
+        "oldObject": null,
+        "dryRun": ctx.dry_run,
+        "options": options,
+    });
+    // Both are omitempty in AdmissionRequest: a generateName create has no name yet.
+    if !name.is_empty() {
+        request["name"] = json!(name);
+    }
+    if !namespace.is_empty() {
+        request["namespace"] = json!(namespace);
+    }
+    let review =
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request});
+
+    let response = client
+        .post(&url)
+        .json(&review)
+        .send()
+        .await
+        .map_err(|e| format!("failed to call webhook: Post {url:?}: {}", chain(&e)))?;
+    let code = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| format!("failed to call webhook: Post {url:?}: {}", chain(&e)))?;
+    if !code.is_success() {
+        return Err(format!(
+            "failed to call webhook: an error on the server ({:?}) has prevented the request from succeeding",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    let invalid = |why: String| format!("received invalid webhook response: {why}");
+    let review: Value = serde_json::from_slice(&body).map_err(|e| invalid(e.to_string()))?;
+    let api_version = review
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let kind = review.get("kind").and_then(Value::as_str).unwrap_or("");
+    if api_version != "admission.k8s.io/v1" || kind != "AdmissionReview" {
+        return Err(invalid(format!(
+            "expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview, got {api_version}, Kind={kind}"
+        )));
+    }
+    let response = review
+        .get("response")
+        .ok_or_else(|| invalid("webhook response was absent".into()))?;
+    let got_uid = response.get("uid").and_then(Value::as_str).unwrap_or("");
+    if got_uid != uid {
+        return Err(invalid(format!(
+            "expected response.uid={uid:?}, got {got_uid:?}"
+        )));
+    }
+    let warnings: Vec<String> = response
+        .get("warnings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w.as_str().map(String::from))
+        .collect();
+    if !response
+        .get("allowed")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+    {
+        return Ok(Outcome::Denied {
+            failure: denied(&hook.name, response.get("status")),
+            warnings,
+        });
+    }
+    let Some(patch) = response.get("patch").and_then(Value::as_str) else {
+        return Ok(Outcome::Allowed {
+            patched: None,
+            warnings,
+        });
+    };
+    match response.get("patchType").and_then(Value::as_str) {
+        Some("JSONPatch") => {}
+        Some(other) => return Err(invalid(format!("unsupported patch type {other:?}"))),
+        None => {
+            return Err(invalid(
+                "webhook returned response.patch but not response.patchType".into(),
+            ));
+        }
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(patch)
+        .map_err(|e| invalid(format!("patch is not base64: {e}")))?;
+    let ops: json_patch::Patch = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid(format!("patch is not a JSON patch: {e}")))?;
+    if ops.0.is_empty() {
+        return Ok(Outcome::Allowed {
+            patched: None,
+            warnings,
+        });
+    }
+    let mut patched = obj.clone();
+    json_patch::patch(&mut patched, &ops)
+        .map_err(|e| invalid(format!("patch does not apply: {e}")))?;
+    check_typed(info.kind, &patched)
+        .map_err(|e| invalid(format!("patched object is not a valid {}: {e}", info.kind)))?;
+    Ok(Outcome::Allowed {
+        patched: Some(patched),
+        warnings,
+    })
+}
+
+/// kube's `toStatusErr`: the webhook's own Status, made a failure and prefixed with its name.
+fn denied(webhook: &str, status: Option<&Value>) -> Failure {
+    let status = status.cloned().unwrap_or_else(|| json!({}));
+    let code = status
+        .get("code")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| *c >= 400)
+        .unwrap_or(400);
+    let reason = status.get("reason").and_then(Value::as_str).unwrap_or("");
+    let message = status.get("message").and_then(Value::as_str).unwrap_or("");
+    let denied_by = format!("admission webhook {webhook:?} denied the request");
+    let message = if !message.is_empty() {
+        format!("{denied_by}: {message}")
+    } else if !reason.is_empty() {
+        format!("{denied_by}: {reason}")
+    } else {
+        format!("{denied_by} without explanation")
+    };
+    Failure {
+        details: status.get("details").cloned(),
+        ..Failure::new(code, reason, message)
+    }
+}

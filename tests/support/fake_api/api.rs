@@ -1,0 +1,538 @@
+//! The verbs: create, update, patch, delete, get and list, with kube's admission order (namespace
+//! lifecycle, built-in admission, webhooks, then defaulting of server fields and validation, then
+//! storage) and its preconditions.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+
+use super::admission;
+use super::meta::{
+    ResourceInfo, by_resource, meta_mut, meta_str, name_suffix, new_uid, now, partial,
+};
+use super::patch::{PatchKind, apply_patch, parse_apply};
+use super::rbac::UserInfo;
+use super::selectors::{FieldSelector, LabelSelector};
+use super::status::{Failure, FieldError};
+use super::store::{Store, key};
+use super::validation::{
+    check_type_meta, decode, default_on_decode, prepare_for_create, validate, validate_update,
+};
+use super::{Core, lock};
+
+/// Who asks, and the options that change what admission sees.
+pub(crate) struct Ctx {
+    pub user: UserInfo,
+    pub dry_run: bool,
+    pub field_manager: Option<String>,
+    /// Admission warnings, returned to HTTP clients as `Warning` headers.
+    pub warnings: Vec<String>,
+}
+
+impl Ctx {
+    pub fn new(user: UserInfo, dry_run: bool) -> Self {
+        Ctx {
+            user,
+            dry_run,
+            field_manager: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+fn ns_key(info: &ResourceInfo, namespace: Option<&str>) -> String {
+    if info.namespaced {
+        namespace.unwrap_or("").to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// The NamespaceLifecycle admission plugin.
+fn namespace_lifecycle(
+    store: &Store,
+    info: &ResourceInfo,
+    namespace: &str,
+    display_name: &str,
+) -> Result<(), Failure> {
+    if !info.namespaced {
+        return Ok(());
+    }
+    let Some(ns) = store.get("namespaces", "", namespace) else {
+        return Err(Failure::not_found("namespaces", namespace));
+    };
+    if ns
+        .get("metadata")
+        .and_then(|m| m.get("deletionTimestamp"))
+        .is_some()
+    {
+        return Err(Failure::forbidden(
+            info.resource,
+            display_name,
+            &format!(
+                "unable to create new content in namespace {namespace} because it is being terminated"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn create(
+    core: &Arc<Core>,
+    ctx: &mut Ctx,
+    info: &'static ResourceInfo,
+    url_namespace: Option<&str>,
+    mut obj: Value,
+) -> Result<Value, Failure> {
+    check_type_meta(info, &mut obj)?;
+    let namespace = if info.namespaced {
+        let body_ns = meta_str(&obj, "namespace").to_string();
+        let ns = match url_namespace {
+            Some(url_ns) if !body_ns.is_empty() && body_ns != url_ns => {
+                return Err(Failure::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            Some(url_ns) => url_ns.to_string(),
+            None => body_ns,
+        };
+        meta_mut(&mut obj).insert("namespace".into(), json!(ns));
+        ns
+    } else {
+        meta_mut(&mut obj).remove("namespace");
+        String::new()
+    };
+    decode(info, &obj)?;
+    if !meta_str(&obj, "resourceVersion").is_empty() {
+        return Err(Failure::internal(
+            "resourceVersion should not be set on objects to be created",
+        ));
+    }
+    default_on_decode(info, &mut obj);
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "generation",
+    ] {
+        meta_mut(&mut obj).remove(field);
+    }
+    // admission.NewForbidden names a generateName object by its prefix.
+    let display_name = match meta_str(&obj, "name") {
+        "" => meta_str(&obj, "generateName").to_string(),
+        name => name.to_string(),
+    };
+    namespace_lifecycle(&lock(&core.store), info, &namespace, &display_name)?;
+    if info.kind == "Pod" {
+        admission::service_account(core, &namespace, &mut obj, &display_name)?;
+    }
+    admission::run_webhooks(core, ctx, info, &namespace, &mut obj).await?;
+
+    if meta_str(&obj, "name").is_empty() && !meta_str(&obj, "generateName").is_empty() {
+        let name = format!("{}{}", meta_str(&obj, "generateName"), name_suffix());
+        meta_mut(&mut obj).insert("name".into(), json!(name));
+    }
+    validate(info, &obj)?;
+    prepare_for_create(info, &mut obj);
+    let meta = meta_mut(&mut obj);
+    meta.insert("uid".into(), json!(new_uid()));
+    meta.insert("creationTimestamp".into(), json!(now()));
+    let name = meta_str(&obj, "name").to_string();
+
+    let stored = {
+        let mut store = lock(&core.store);
+        if store.get(info.resource, &namespace, &name).is_some() {
+            return Err(Failure::already_exists(info.resource, &name));
+        }
+        // The namespace may have gone while the webhooks ran.
+        namespace_lifecycle(&store, info, &namespace, &name)?;
+        if ctx.dry_run {
+            return Ok(obj);
+        }
+        store.put(key(info.resource, &namespace, &name), obj)
+    };
+    if info.kind == "Namespace" {
+        tokio::spawn(create_default_service_account(core.clone(), name));
+    }
+    Ok(stored)
+}
+
+/// The service account controller's work for a new namespace, moments after it appears.
+/// The explicit boxed type breaks the create → spawn → create type cycle.
+fn create_default_service_account(core: Arc<Core>, namespace: String) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        let user = UserInfo::new(
+            "system:serviceaccount:kube-system:service-account-controller",
+            &[
+                "system:serviceaccounts",
+                "system:serviceaccounts:kube-system",
+                "system:authenticated",
+            ],
+        );
+        let mut ctx = Ctx::new(user, false);
+        let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": namespace}});
+        if let Some(info) = by_resource("serviceaccounts") {
+            // AlreadyExists (a test made it first) and a namespace already gone are both fine.
+            let _ = create(&core, &mut ctx, info, Some(&namespace), sa).await;
+        }
+    })
+}
+
+/// The update path shared by PUT and PATCH; runs under the store lock so that the
+/// resourceVersion check and the write are one step.
+fn update_locked(
+    store: &mut Store,
+    ctx: &Ctx,
+    info: &ResourceInfo,
+    namespace: &str,
+    name: &str,
+    mut obj: Value,
+) -> Result<Value, Failure> {
+    check_type_meta(info, &mut obj)?;
+    let body_name = meta_str(&obj, "name").to_string();
+    if !body_name.is_empty() && body_name != name {
+        return Err(Failure::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let body_ns = meta_str(&obj, "namespace").to_string();
+    if info.namespaced && !body_ns.is_empty() && body_ns != namespace {
+        return Err(Failure::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    decode(info, &obj)?;
+    let Some(old) = store.get(info.resource, namespace, name).cloned() else {
+        return Err(Failure::not_found(info.resource, name));
+    };
+    let rv = meta_str(&obj, "resourceVersion");
+    if !rv.is_empty() && rv != meta_str(&old, "resourceVersion") {
+        return Err(Failure::stale(info.resource, name));
+    }
+    default_on_decode(info, &mut obj);
+    let meta = meta_mut(&mut obj);
+    meta.insert("name".into(), json!(name));
+    if info.namespaced {
+        meta.insert("namespace".into(), json!(namespace));
+    } else {
+        meta.remove("namespace");
+    }
+    // Fields the server owns survive whatever the client sent.
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "generation",
+        "resourceVersion",
+    ] {
+        match old.get("metadata").and_then(|m| m.get(field)) {
+            Some(v) => meta.insert(field.into(), v.clone()),
+            None => meta.remove(field),
+        };
+    }
+    if info.kind == "Namespace" {
+        let labels = meta.entry("labels").or_insert_with(|| json!({}));
+        if let Some(labels) = labels.as_object_mut() {
+            labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
+    }
+    // status is a subresource for these kinds: PUT on the object leaves it alone.
+    if matches!(info.kind, "Pod" | "Namespace")
+        && let Some(map) = obj.as_object_mut()
+    {
+        match old.get("status") {
+            Some(s) => map.insert("status".into(), s.clone()),
+            None => map.remove("status"),
+        };
+        if info.kind == "Namespace"
+            && let Some(spec) = old.get("spec")
+        {
+            map.insert("spec".into(), spec.clone());
+        }
+    }
+    validate_update(info, &old, &obj)?;
+    if obj == old {
+        // kube skips the write (no new resourceVersion, no event) when nothing changed.
+        return Ok(old);
+    }
+    if info.kind == "Pod" && obj.get("spec") != old.get("spec") {
+        let generation = old
+            .get("metadata")
+            .and_then(|m| m.get("generation"))
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        meta_mut(&mut obj).insert("generation".into(), json!(generation + 1));
+    }
+    if ctx.dry_run {
+        return Ok(obj);
+    }
+    Ok(store.put(key(info.resource, namespace, name), obj))
+}
+
+pub(crate) fn update(
+    core: &Core,
+    ctx: &Ctx,
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    name: &str,
+    obj: Value,
+) -> Result<Value, Failure> {
+    let namespace = ns_key(info, namespace);
+    let mut store = lock(&core.store);
+    update_locked(&mut store, ctx, info, &namespace, name, obj)
+}
+
+pub(crate) async fn patch(
+    core: &Arc<Core>,
+    ctx: &mut Ctx,
+    info: &'static ResourceInfo,
+    namespace: Option<&str>,
+    name: &str,
+    kind: PatchKind,
+    body: &[u8],
+) -> Result<Value, Failure> {
+    let ns = ns_key(info, namespace);
+    if kind == PatchKind::Apply {
+        if ctx.field_manager.as_deref().unwrap_or("").is_empty() {
+            return Err(Failure::invalid(
+                "PatchOptions",
+                "",
+                &[FieldError::required(
+                    "fieldManager",
+                    "is required for apply patch",
+                )],
+            ));
+        }
+        let applied = parse_apply(body)?;
+        let exists = lock(&core.store).get(info.resource, &ns, name).is_some();
+        if !exists {
+            // Apply creates what is missing, through the whole create path.
+            let body_name = meta_str(&applied, "name");
+            if !body_name.is_empty() && body_name != name {
+                return Err(Failure::bad_request(format!(
+                    "the name of the object ({body_name}) does not match the name on the URL ({name})"
+                )));
+            }
+            let mut obj = applied;
+            meta_mut(&mut obj).insert("name".into(), json!(name));
+            return create(core, ctx, info, namespace, obj).await;
+        }
+    }
+    let mut store = lock(&core.store);
+    let Some(current) = store.get(info.resource, &ns, name).cloned() else {
+        return Err(Failure::not_found(info.resource, name));
+    };
+    let patched = apply_patch(kind, info.kind, &current, body)?;
+    update_locked(&mut store, ctx, info, &ns, name, patched)
+}
+
+pub(crate) fn delete(
+    core: &Core,
+    ctx: &Ctx,
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    name: &str,
+    options: Option<&Value>,
+) -> Result<Value, Failure> {
+    let ns = ns_key(info, namespace);
+    let mut store = lock(&core.store);
+    let Some(current) = store.get(info.resource, &ns, name).cloned() else {
+        return Err(Failure::not_found(info.resource, name));
+    };
+    let preconditions = options.and_then(|o| o.get("preconditions"));
+    for (field, label) in [("resourceVersion", "ResourceVersion"), ("uid", "UID")] {
+        if let Some(wanted) = preconditions
+            .and_then(|p| p.get(field))
+            .and_then(Value::as_str)
+        {
+            let actual = meta_str(&current, field);
+            if wanted != actual {
+                return Err(Failure::conflict(
+                    info.resource,
+                    name,
+                    &format!(
+                        "Precondition failed: {label} in precondition: {wanted}, {label} in object meta: {actual}"
+                    ),
+                ));
+            }
+        }
+    }
+    if info.kind == "Namespace" {
+        // Namespaces finalise: they stay, Terminating, until their content is gone.
+        if current
+            .get("metadata")
+            .and_then(|m| m.get("deletionTimestamp"))
+            .is_some()
+        {
+            return Err(Failure::conflict(
+                "namespaces",
+                name,
+                "The system is ensuring all content is removed from this namespace.  Upon completion, this namespace will automatically be purged by the system.",
+            ));
+        }
+        let mut obj = current;
+        meta_mut(&mut obj).insert("deletionTimestamp".into(), json!(now()));
+        obj["status"] = json!({"phase": "Terminating"});
+        if ctx.dry_run {
+            return Ok(obj);
+        }
+        return Ok(store.put(key(info.resource, &ns, name), obj));
+    }
+    if ctx.dry_run {
+        return Ok(current);
+    }
+    Ok(store
+        .remove(&key(info.resource, &ns, name))
+        .unwrap_or(current))
+}
+
+pub(crate) fn get(
+    core: &Core,
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Value, Failure> {
+    let ns = ns_key(info, namespace);
+    lock(&core.store)
+        .get(info.resource, &ns, name)
+        .cloned()
+        .ok_or_else(|| Failure::not_found(info.resource, name))
+}
+
+pub(crate) struct ListQuery {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+    pub resource_version: Option<String>,
+    pub resource_version_match: Option<String>,
+    pub metadata_only: bool,
+}
+
+/// kube's continue token: base64 of `{"v":"meta.k8s.io/v1","rv":N,"start":KEY}`.
+fn encode_continue(rv: u64, start: &str) -> String {
+    let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start});
+    base64::engine::general_purpose::URL_SAFE.encode(token.to_string())
+}
+
+fn decode_continue(token: &str) -> Result<(u64, String), Failure> {
+    let bad = |why: &str| Failure::bad_request(format!("continue key is not valid: {why}"));
+    let bytes = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(token))
+        .map_err(|_| bad("not base64"))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad("not JSON"))?;
+    let rv = v
+        .get("rv")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad("no rv"))?;
+    let start = v
+        .get("start")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("no start"))?;
+    Ok((rv, start.to_string()))
+}
+
+pub(crate) fn list(
+    core: &Core,
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    q: &ListQuery,
+) -> Result<Value, Failure> {
+    let store = lock(&core.store);
+    let mut list_rv = store.rv;
+    let mut start_after: Option<String> = None;
+    if let Some(token) = q.continue_token.as_deref().filter(|t| !t.is_empty()) {
+        let (rv, start) = decode_continue(token)?;
+        if rv < store.floor {
+            return Err(Failure::expired(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            ));
+        }
+        list_rv = rv;
+        start_after = Some(start);
+    } else if let Some(rv) = q
+        .resource_version
+        .as_deref()
+        .filter(|rv| !rv.is_empty() && *rv != "0")
+    {
+        let wanted: u64 = rv.parse().map_err(|_| {
+            Failure::invalid(
+                "ListOptions",
+                "",
+                &[FieldError::invalid(
+                    "resourceVersion",
+                    json!(rv),
+                    "must be a valid integer",
+                )],
+            )
+        })?;
+        if wanted > store.rv {
+            return Err(Failure {
+                details: Some(
+                    json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+                ),
+                retry_after: Some(1),
+                ..Failure::new(
+                    504,
+                    "Timeout",
+                    format!(
+                        "Too large resource version: {wanted}, current: {}",
+                        store.rv
+                    ),
+                )
+            });
+        }
+        if q.resource_version_match.as_deref() == Some("Exact") && wanted < store.floor {
+            return Err(Failure::expired(format!(
+                "too old resource version: {wanted} ({})",
+                store.floor
+            )));
+        }
+    }
+    let ns = namespace.filter(|_| info.namespaced);
+    let mut items = Vec::new();
+    let mut next_start = None;
+    let mut remaining = 0usize;
+    for ((resource, obj_ns, obj_name), obj) in store.objects.iter() {
+        if resource != info.resource || ns.is_some_and(|n| n != obj_ns) {
+            continue;
+        }
+        let position = format!("{obj_ns}/{obj_name}");
+        if start_after
+            .as_deref()
+            .is_some_and(|s| position.as_str() <= s)
+        {
+            continue;
+        }
+        if !q.labels.matches(&super::meta::labels(obj)) || !q.fields.matches(obj) {
+            continue;
+        }
+        if q.limit.is_some_and(|l| l > 0 && items.len() >= l) {
+            remaining += 1;
+            continue;
+        }
+        if q.limit.is_some_and(|l| l > 0 && items.len() + 1 == l) {
+            next_start = Some(position);
+        }
+        items.push(if q.metadata_only {
+            partial(obj)
+        } else {
+            obj.clone()
+        });
+    }
+    let mut metadata = json!({"resourceVersion": list_rv.to_string()});
+    if remaining > 0
+        && let Some(start) = next_start
+    {
+        metadata["continue"] = json!(encode_continue(list_rv, &start));
+        metadata["remainingItemCount"] = json!(remaining);
+    }
+    Ok(if q.metadata_only {
+        json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "items": items})
+    } else {
+        json!({"kind": format!("{}List", info.kind), "apiVersion": "v1", "metadata": metadata, "items": items})
+    })
+}

@@ -1,0 +1,357 @@
+//! An in-process fake of kube-apiserver's core/v1 REST API, for end-to-end tests that run real
+//! kube-rs clients (and the webhook under test) against it through a kubeconfig.
+//!
+//! It speaks the real protocol (HTTPS with its own CA, bearer tokens, Status errors, list
+//! pagination, chunked watch streams with bookmarks and 410 expiry, metadata-only
+//! `as=PartialObjectMetadata` responses, the four patch types, dryRun) and behaves like the control
+//! plane where clients can tell: NamespaceLifecycle, ServiceAccount admission for pods, mutating
+//! webhooks over HTTPS, the `default` ServiceAccount of new namespaces, namespace termination,
+//! and RBAC for ServiceAccount users.
+//!
+//! Simplified against the real apiserver, knowingly:
+//! - Server-side apply merges the applied configuration like a strategic merge patch; it keeps
+//!   no managedFields and never reports field-manager conflicts (`force` is accepted and ignored).
+//! - Strategic merge knows only the merge keys of the lists in these types that tests touch
+//!   (imagePullSecrets, secrets, containers, initContainers, ephemeralContainers, volumes, env,
+//!   ports, volumeMounts, ownerReferences); `$setElementOrder`, `$retainKeys` and
+//!   `$deleteFromPrimitiveList` are ignored; `$patch: delete|replace` work.
+//! - A list with an exact or not-older-than resourceVersion, and the later pages of a paginated
+//!   list, are served from the current state (the reported resourceVersion is the requested one);
+//!   only a version older than the retained history gets 410. A version newer than the current
+//!   one fails at once with kube's 504 "Too large resource version" instead of waiting 3 s.
+//! - A watch from a version newer than the current one starts from now.
+//! - Webhooks are called on CREATE only (UPDATE/DELETE/CONNECT rules never fire), for every
+//!   resource their rules match; `reinvocationPolicy`, `matchPolicy`, `matchConditions` and
+//!   `clientConfig.service` are not supported (a service reference fails the call).
+//! - ServiceAccount admission does not add the projected token volume and mounts.
+//! - Pods are deleted at once (no kubelet, no grace period); only Namespaces finalise, until
+//!   [`FakeApiServer::finish_namespace_deletion`].
+//! - Only core/v1 namespaces, secrets, serviceaccounts, configmaps, pods and events exist; no
+//!   subresources, no deletecollection, no `/api/v1/watch/...` legacy paths, HTTP/1.1 only.
+//! - The direct methods (`create`, `create_as`, ...) skip authentication, faults and RBAC and are
+//!   not recorded as requests; they do go through validation, admission and watch events.
+
+mod admission;
+mod api;
+mod faults;
+mod http;
+mod meta;
+mod patch;
+mod rbac;
+mod selectors;
+mod status;
+mod store;
+mod tls;
+mod validation;
+mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use base64::Engine;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use serde_json::Value;
+
+pub use faults::{Fault, FaultId, FaultKind};
+pub use status::Status;
+
+use api::Ctx;
+use meta::{by_kind, by_resource, meta_str};
+use rbac::{Rbac, UserInfo};
+use status::Failure;
+use store::Store;
+
+/// One HTTP request as the fake saw it; `verb` is the Kubernetes authorization verb.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub verb: String,
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    /// "" when unauthenticated.
+    pub user: String,
+    pub status: u16,
+    pub dry_run: bool,
+    pub metadata_only: bool,
+}
+
+/// One call of a mutating webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdmissionCall {
+    /// The webhook's name within its configuration.
+    pub webhook: String,
+    pub kind: String,
+    /// "" for cluster-scoped objects.
+    pub namespace: String,
+    /// "" when the object is created with generateName.
+    pub name: String,
+    pub dry_run: bool,
+    /// A non-empty JSONPatch was applied.
+    pub patched: bool,
+    /// Why the call failed or was denied (whatever the failurePolicy made of it).
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+/// State shared by the HTTP front and the direct methods.
+pub(crate) struct Core {
+    pub store: Mutex<Store>,
+    pub tokens: Mutex<HashMap<String, UserInfo>>,
+    pub rbac: Mutex<Rbac>,
+    pub webhooks: Mutex<BTreeMap<String, MutatingWebhookConfiguration>>,
+    pub requests: Mutex<Vec<RequestRecord>>,
+    pub admission_calls: Mutex<Vec<AdmissionCall>>,
+    pub faults: Mutex<faults::Faults>,
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// A poisoned lock only means another test thread panicked; the data is still what we want.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The fake apiserver; dropping it stops serving and ends every watch.
+pub struct FakeApiServer {
+    core: Arc<Core>,
+    url: String,
+    ca_pem: String,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+fn admin() -> UserInfo {
+    UserInfo::new("admin", &["system:masters", "system:authenticated"])
+}
+
+impl FakeApiServer {
+    pub const ADMIN_TOKEN: &'static str = "fake-apiserver-admin-token";
+
+    /// Serves on 127.0.0.1 at a free port. Needs a Tokio runtime.
+    pub async fn start() -> FakeApiServer {
+        let cert = tls::serving_cert();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local address").port();
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let mut tokens = HashMap::new();
+        tokens.insert(Self::ADMIN_TOKEN.to_string(), admin());
+        let core = Arc::new(Core {
+            store: Mutex::new(Store::new()),
+            tokens: Mutex::new(tokens),
+            rbac: Mutex::new(Rbac::default()),
+            webhooks: Mutex::new(BTreeMap::new()),
+            requests: Mutex::new(Vec::new()),
+            admission_calls: Mutex::new(Vec::new()),
+            faults: Mutex::new(faults::Faults::default()),
+            shutdown: shutdown_rx,
+        });
+        tokio::spawn(http::serve(core.clone(), listener, cert.config));
+        FakeApiServer {
+            core,
+            url: format!("https://127.0.0.1:{port}"),
+            ca_pem: cert.ca_pem,
+            shutdown,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    pub fn ca_pem(&self) -> String {
+        self.ca_pem.clone()
+    }
+
+    /// A token that authenticates as `system:serviceaccount:{namespace}:{name}`.
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        let token = format!("fake-sa-token.{namespace}.{name}");
+        lock(&self.core.tokens).insert(token.clone(), UserInfo::service_account(namespace, name));
+        token
+    }
+
+    pub fn kubeconfig(&self, token: &str) -> String {
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\nusers:\n- name: fake-user\n  user:\n    token: {token}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake-user\ncurrent-context: fake\npreferences: {{}}\n",
+            url = self.url
+        )
+    }
+
+    /// Writes `kubeconfig` into `dir` and returns its path.
+    pub fn write_kubeconfig(&self, dir: &Path, token: &str) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(&path, self.kubeconfig(token)).expect("write kubeconfig");
+        path
+    }
+
+    /// Adds the ClusterRoles, Roles and bindings of a multi-document YAML stream (other kinds
+    /// are skipped); objects with the name of an earlier one replace it.
+    pub fn load_rbac(&self, yaml: &str) -> Result<(), String> {
+        lock(&self.core.rbac).load(yaml)
+    }
+
+    /// Registers (or replaces, by name) a MutatingWebhookConfiguration.
+    pub fn register_webhook(&self, config: MutatingWebhookConfiguration) {
+        let name = config.metadata.name.clone().unwrap_or_default();
+        lock(&self.core.webhooks).insert(name, config);
+    }
+
+    pub fn unregister_webhook(&self, name: &str) {
+        lock(&self.core.webhooks).remove(name);
+    }
+
+    /// Creates as the admin user; the resource comes from `kind`, the namespace from metadata.
+    pub async fn create(&self, object: Value) -> Result<Value, Status> {
+        self.create_as(
+            "admin",
+            &["system:masters", "system:authenticated"],
+            object,
+            false,
+        )
+        .await
+    }
+
+    /// Creates as any user (as admission sees it; RBAC is not applied).
+    pub async fn create_as(
+        &self,
+        user: &str,
+        groups: &[&str],
+        object: Value,
+        dry_run: bool,
+    ) -> Result<Value, Status> {
+        let info = kind_of(&object)?;
+        let namespace = meta_str(&object, "namespace").to_string();
+        let mut ctx = Ctx::new(UserInfo::new(user, groups), dry_run);
+        let ns = info.namespaced.then_some(namespace.as_str());
+        api::create(&self.core, &mut ctx, info, ns, object)
+            .await
+            .map_err(|f| f.to_status())
+    }
+
+    /// PUT as the admin user; conditional when the object carries a resourceVersion.
+    pub async fn replace(&self, object: Value) -> Result<Value, Status> {
+        let info = kind_of(&object)?;
+        let name = meta_str(&object, "name").to_string();
+        let namespace = meta_str(&object, "namespace").to_string();
+        let ctx = Ctx::new(admin(), false);
+        let ns = info.namespaced.then_some(namespace.as_str());
+        api::update(&self.core, &ctx, info, ns, &name, object).map_err(|f| f.to_status())
+    }
+
+    /// Deletes as the admin user (a Namespace starts terminating).
+    pub async fn delete(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<(), Status> {
+        let info = resource_of(resource)?;
+        let ctx = Ctx::new(admin(), false);
+        api::delete(&self.core, &ctx, info, namespace, name, None)
+            .map(|_| ())
+            .map_err(|f| f.to_status())
+    }
+
+    /// What the namespace controller does for a terminating namespace: deletes everything in
+    /// it (with DELETED events), then the namespace itself.
+    pub fn finish_namespace_deletion(&self, name: &str) {
+        let mut store = lock(&self.core.store);
+        let keys: Vec<store::Key> = store
+            .objects
+            .keys()
+            .filter(|(_, ns, _)| ns == name)
+            .cloned()
+            .collect();
+        for key in keys {
+            store.remove(&key);
+        }
+        store.remove(&store::key("namespaces", "", name));
+    }
+
+    pub fn get(&self, resource: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+        let info = by_resource(resource)?;
+        api::get(&self.core, info, namespace, name).ok()
+    }
+
+    /// Every object of a resource, in one namespace or (None) all.
+    pub fn list(&self, resource: &str, namespace: Option<&str>) -> Vec<Value> {
+        let store = lock(&self.core.store);
+        store
+            .objects
+            .iter()
+            .filter(|((r, ns, _), _)| r == resource && namespace.is_none_or(|n| n == ns))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.core.requests).clone()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.core.requests).clear();
+    }
+
+    /// How many requests `user` made with `verb` on `resource`.
+    pub fn count(&self, user: &str, verb: &str, resource: &str) -> usize {
+        lock(&self.core.requests)
+            .iter()
+            .filter(|r| r.user == user && r.verb == verb && r.resource == resource)
+            .count()
+    }
+
+    pub fn admission_calls(&self) -> Vec<AdmissionCall> {
+        lock(&self.core.admission_calls).clone()
+    }
+
+    pub fn add_fault(&self, fault: Fault) -> FaultId {
+        lock(&self.core.faults).add(fault)
+    }
+
+    pub fn remove_fault(&self, id: FaultId) {
+        lock(&self.core.faults).remove(id);
+    }
+
+    pub fn clear_faults(&self) {
+        lock(&self.core.faults).clear();
+    }
+
+    /// Breaks every open watch connection, without a final event.
+    pub fn drop_watches(&self) {
+        lock(&self.core.store).abort_watches();
+    }
+
+    /// Forgets the watch history (as a compaction): a watch from any version seen so far gets
+    /// the 410 Expired ERROR event. Open watches end, as when the watch cache re-initialises.
+    pub fn expire_history(&self) {
+        lock(&self.core.store).expire();
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        lock(&self.core.store).rv
+    }
+}
+
+fn kind_of(object: &Value) -> Result<&'static meta::ResourceInfo, Status> {
+    let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    match by_kind(kind) {
+        Some(info) if api_version == "v1" => Ok(info),
+        _ => Err(Failure::no_such_path().to_status()),
+    }
+}
+
+fn resource_of(resource: &str) -> Result<&'static meta::ResourceInfo, Status> {
+    by_resource(resource).ok_or_else(|| Failure::no_such_path().to_status())
+}

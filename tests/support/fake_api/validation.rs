@@ -1,0 +1,210 @@
+//! Decoding, defaulting and validation: the subset of kube's strategies (PrepareForCreate,
+//! Validate, ValidateUpdate) that clients of these resources can observe.
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use super::meta::{ResourceInfo, meta_mut, meta_str};
+use super::status::{Failure, FieldError};
+
+/// Fails like kube's decoder when the body is not a valid object of the kind.
+pub(crate) fn check_typed(kind: &str, obj: &Value) -> Result<(), String> {
+    use k8s_openapi::api::core::v1 as core;
+    fn de<T: serde::de::DeserializeOwned>(obj: &Value) -> Result<(), String> {
+        T::deserialize(obj).map(|_| ()).map_err(|e| e.to_string())
+    }
+    match kind {
+        "Namespace" => de::<core::Namespace>(obj),
+        "Secret" => de::<core::Secret>(obj),
+        "ServiceAccount" => de::<core::ServiceAccount>(obj),
+        "ConfigMap" => de::<core::ConfigMap>(obj),
+        "Pod" => de::<core::Pod>(obj),
+        "Event" => de::<core::Event>(obj),
+        other => Err(format!("no kind {other:?} is registered")),
+    }
+}
+
+pub(crate) fn decode(info: &ResourceInfo, obj: &Value) -> Result<(), Failure> {
+    if !obj.is_object() {
+        return Err(Failure::bad_request(format!(
+            "{} in version \"v1\" cannot be handled as a {}: the body is not a JSON object",
+            info.kind, info.kind
+        )));
+    }
+    check_typed(info.kind, obj).map_err(|e| {
+        Failure::bad_request(format!(
+            "{} in version \"v1\" cannot be handled as a {}: {e}",
+            info.kind, info.kind
+        ))
+    })
+}
+
+/// Checks and fills `kind`/`apiVersion`, which a body may leave out.
+pub(crate) fn check_type_meta(info: &ResourceInfo, obj: &mut Value) -> Result<(), Failure> {
+    let Some(map) = obj.as_object_mut() else {
+        return Err(Failure::bad_request(
+            "the body of the request is not a JSON object",
+        ));
+    };
+    let kind = map.get("kind").and_then(Value::as_str).unwrap_or(info.kind);
+    let api_version = map
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("v1");
+    if api_version != "v1" {
+        return Err(Failure::bad_request(format!(
+            "the API version in the data ({api_version}) does not match the expected API version (v1)"
+        )));
+    }
+    if kind != info.kind {
+        return Err(Failure::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            info.kind
+        )));
+    }
+    map.insert("kind".into(), json!(info.kind));
+    map.insert("apiVersion".into(), json!("v1"));
+    Ok(())
+}
+
+const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+
+fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_label)
+}
+
+fn name_errors(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
+    let name = meta_str(obj, "name");
+    if name.is_empty() {
+        return vec![FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        )];
+    }
+    // Namespaces become DNS labels in Service names, hence the stricter rule.
+    let (ok, msg) = if info.resource == "namespaces" {
+        (is_label(name), DNS1123_LABEL_MSG)
+    } else {
+        (is_subdomain(name), DNS1123_SUBDOMAIN_MSG)
+    };
+    if ok {
+        vec![]
+    } else {
+        vec![FieldError::invalid("metadata.name", json!(name), msg)]
+    }
+}
+
+fn secret_errors(obj: &Value) -> Vec<FieldError> {
+    let ty = obj.get("type").and_then(Value::as_str).unwrap_or("Opaque");
+    let required_key = match ty {
+        "kubernetes.io/dockerconfigjson" => ".dockerconfigjson",
+        "kubernetes.io/dockercfg" => ".dockercfg",
+        _ => return vec![],
+    };
+    let field = format!("data[{required_key}]");
+    let Some(encoded) = obj
+        .get("data")
+        .and_then(|d| d.get(required_key))
+        .and_then(Value::as_str)
+    else {
+        return vec![FieldError::required(&field, "")];
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap_or_default();
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(_) => vec![],
+        Err(e) => vec![FieldError::invalid(
+            &field,
+            json!("<secret contents redacted>"),
+            &e.to_string(),
+        )],
+    }
+}
+
+pub(crate) fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), Failure> {
+    let mut errors = name_errors(info, obj);
+    if info.kind == "Secret" {
+        errors.extend(secret_errors(obj));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::invalid(info.kind, meta_str(obj, "name"), &errors))
+    }
+}
+
+pub(crate) fn validate_update(
+    info: &ResourceInfo,
+    old: &Value,
+    new: &Value,
+) -> Result<(), Failure> {
+    validate(info, new)?;
+    if info.kind == "Secret" && old.get("type") != new.get("type") {
+        let ty = new.get("type").cloned().unwrap_or(Value::Null);
+        return Err(Failure::invalid(
+            info.kind,
+            meta_str(new, "name"),
+            &[FieldError::invalid("type", ty, "field is immutable")],
+        ));
+    }
+    Ok(())
+}
+
+/// Defaults applied when a body is decoded, before admission sees it.
+pub(crate) fn default_on_decode(info: &ResourceInfo, obj: &mut Value) {
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
+    if info.kind == "Secret" {
+        map.entry("type").or_insert_with(|| json!("Opaque"));
+        // stringData is write-only: the v1 conversion folds it into data.
+        if let Some(Value::Object(string_data)) = map.remove("stringData") {
+            let data = map.entry("data").or_insert_with(|| json!({}));
+            if let Some(data) = data.as_object_mut() {
+                for (k, v) in string_data {
+                    let text = v.as_str().unwrap_or_default().to_string();
+                    data.insert(
+                        k,
+                        json!(base64::engine::general_purpose::STANDARD.encode(text)),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// What the strategies' PrepareForCreate set, after admission.
+pub(crate) fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
+    if info.kind == "Namespace" {
+        let name = meta_str(obj, "name").to_string();
+        let meta = meta_mut(obj);
+        let labels = meta.entry("labels").or_insert_with(|| json!({}));
+        if let Some(labels) = labels.as_object_mut() {
+            labels.insert("kubernetes.io/metadata.name".into(), json!(name));
+        }
+        if let Some(map) = obj.as_object_mut() {
+            map.insert("spec".into(), json!({"finalizers": ["kubernetes"]}));
+            map.insert("status".into(), json!({"phase": "Active"}));
+        }
+    }
+    if info.kind == "Pod" {
+        meta_mut(obj).insert("generation".into(), json!(1));
+        if let Some(map) = obj.as_object_mut() {
+            map.insert(
+                "status".into(),
+                json!({"phase": "Pending", "qosClass": "BestEffort"}),
+            );
+        }
+    }
+}
