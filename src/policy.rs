@@ -52,6 +52,10 @@ pub struct PreparedSource {
     pub data: Vec<u8>,
     /// Hash of `data`, written to the copy's content-hash annotation.
     pub hash: String,
+    /// The source secret's resourceVersion when it was read (empty when unknown): a writer
+    /// checks it against the API's before overwriting copies, so that a replica whose watch
+    /// lags never writes older content over newer.
+    pub source_version: String,
 }
 
 impl fmt::Debug for PreparedSource {
@@ -537,6 +541,7 @@ fn prepare(
     let data = content.to_dockerconfigjson();
     let hash = content.content_hash();
     Ok(PreparedSource {
+        source_version: secret.metadata.resource_version.clone().unwrap_or_default(),
         credential: credential.name.clone(),
         copy_name: credential.copy_name_for(&name).to_string(),
         source_namespace: namespace,

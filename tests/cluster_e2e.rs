@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use pull_secret_injector::certs;
 use pull_secret_injector::daemon::{self, ClusterOptions, Running, ServeArgs};
 use pull_secret_injector::server::Limits;
-use support::{Fault, FaultKind, FakeApiServer};
+use support::{FakeApiServer, Fault, FaultKind};
 
 const OWN_NAMESPACE: &str = "pull-secret-injector";
 const INJECTOR: &str = "system:serviceaccount:pull-secret-injector:pull-secret-injector";
@@ -130,12 +130,22 @@ impl Cluster {
                 object["status"] = json!({});
             }
             let kind = object["kind"].as_str().unwrap_or("").to_string();
-            let name = object["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             let ns = object["metadata"]["namespace"].as_str().map(str::to_string);
-            if self.api.get(&resource(&kind), ns.as_deref(), &name).is_some() {
+            // A namespace's `default` ServiceAccount may be created by the fake's controller
+            // at any moment: whichever comes second replaces.
+            let exists = self
+                .api
+                .get(&resource(&kind), ns.as_deref(), &name)
+                .is_some();
+            if exists {
                 self.api.replace(object).await.expect("replace");
-            } else {
-                self.api.create(object).await.expect("create");
+            } else if let Err(e) = self.api.create(object.clone()).await {
+                assert_eq!(e.code, 409, "{kind} {name}: {e}");
+                self.api.replace(object).await.expect("replace");
             }
             if terminating {
                 terminating_namespaces.push(name);
@@ -453,7 +463,10 @@ async fn every_example_setup_injects_and_copies_what_kubelet_needs() {
                 let secret = cluster
                     .secret(&e.namespace, name)
                     .unwrap_or_else(|| panic!("{what}: secret {name} missing"));
-                assert!(!decoded_auths(&secret).is_empty(), "{what}: {name} is empty");
+                assert!(
+                    !decoded_auths(&secret).is_empty(),
+                    "{what}: {name} is empty"
+                );
             }
             checked += 1;
         }
@@ -672,7 +685,9 @@ async fn a_foreign_secret_with_the_copy_name_is_never_touched() {
     let foreign = cluster.api.create(foreign).await.expect("foreign");
     let injector = cluster.start_injector().await;
     cluster.runner("team-f").await;
-    let pod = cluster.create_pod("team-f", &["us.icr.io/team/app:1"]).await;
+    let pod = cluster
+        .create_pod("team-f", &["us.icr.io/team/app:1"])
+        .await;
     assert!(pull_secrets(&pod).is_empty(), "{pod}");
     let call = cluster
         .api
@@ -743,14 +758,22 @@ async fn config_changes_apply_and_an_invalid_config_is_rejected_with_an_event() 
     })
     .await;
 
-    set_config(&cluster, "credentials:\n  - name: Bad_Name\n    secret: nowhere\n").await;
+    set_config(
+        &cluster,
+        "credentials:\n  - name: Bad_Name\n    secret: nowhere\n",
+    )
+    .await;
     eventually("an InvalidConfig Event on the ConfigMap", || async {
-        cluster.api.list("events", Some(OWN_NAMESPACE)).iter().any(|e| {
-            e["reason"] == "InvalidConfig"
-                && e["involvedObject"]["kind"] == "ConfigMap"
-                && e["involvedObject"]["name"] == "pull-secret-injector"
-                && e["type"] == "Warning"
-        })
+        cluster
+            .api
+            .list("events", Some(OWN_NAMESPACE))
+            .iter()
+            .any(|e| {
+                e["reason"] == "InvalidConfig"
+                    && e["involvedObject"]["kind"] == "ConfigMap"
+                    && e["involvedObject"]["name"] == "pull-secret-injector"
+                    && e["type"] == "Warning"
+            })
     })
     .await;
     eventually("the reload error to be counted", || async {
@@ -854,7 +877,7 @@ async fn api_faults_and_dropped_watches_lose_no_copy() {
         path_contains: "/namespaces/team-a/secrets".to_string(),
         kind: FaultKind::Status(500),
         times: Some(3),
-        ..Fault::default()
+        watch_only: false,
     });
     let pod = cluster.create_pod("team-a", &["icr.io/a/b:1"]).await;
     assert_eq!(pull_secrets(&pod), ["all-icr-io"]);
@@ -884,7 +907,7 @@ async fn api_faults_and_dropped_watches_lose_no_copy() {
         path_contains: "/namespaces/team-slow/secrets".to_string(),
         kind: FaultKind::Latency(Duration::from_secs(4)),
         times: Some(1),
-        ..Fault::default()
+        watch_only: false,
     });
     let pod = cluster.create_pod("team-slow", &["icr.io/a/b:1"]).await;
     assert_eq!(pull_secrets(&pod), ["all-icr-io"]);
@@ -934,7 +957,9 @@ async fn a_terminating_namespace_is_never_written() {
     eventually("the injector to see team-gone terminating", || async {
         injector.running.index.as_ref().is_some_and(|ix| {
             use pull_secret_injector::state::ClusterView;
-            ix.read().namespace("team-gone").is_some_and(|n| n.terminating)
+            ix.read()
+                .namespace("team-gone")
+                .is_some_and(|n| n.terminating)
         })
     })
     .await;

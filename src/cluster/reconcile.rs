@@ -342,8 +342,15 @@ async fn sync_copies(
         .unwrap_or_default();
     shared.metrics.set_oldest_stale_copy(oldest);
 
-    if !plan.updates.is_empty() {
-        let writes = plan.updates.iter().cloned().map(|(ns, source, rv)| {
+    let current = current_sources(shared, &plan.updates).await;
+    let updates: Vec<_> = plan
+        .updates
+        .iter()
+        .filter(|(_, source, _)| current.contains(&source.source_ref()))
+        .cloned()
+        .collect();
+    if !updates.is_empty() {
+        let writes = updates.into_iter().map(|(ns, source, rv)| {
             let writer = writer.clone();
             async move {
                 let result = writer.update(&ns, &source, &rv).await;
@@ -381,6 +388,47 @@ async fn sync_copies(
             ),
         }
     }
+}
+
+/// The sources among those of `updates` that the API still holds at the version the catalog
+/// was built from. Another replica may have seen a newer version and updated copies already:
+/// writing this replica's older content over them would make copies flap between versions.
+/// Comparing for equality only (resourceVersions are opaque); a source that differs is
+/// skipped until the watch catches up and the catalog is rebuilt.
+async fn current_sources(
+    shared: &Shared,
+    updates: &[(String, Arc<PreparedSource>, String)],
+) -> BTreeSet<String> {
+    let mut sources: BTreeMap<String, &PreparedSource> = BTreeMap::new();
+    for (_, source, _) in updates {
+        sources.entry(source.source_ref()).or_insert(source);
+    }
+    let mut current = BTreeSet::new();
+    for (source_ref, source) in sources {
+        shared.throttle().await;
+        let api: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(shared.client.clone(), &source.source_namespace);
+        match api.get_metadata_opt(&source.source_name).await {
+            Ok(Some(m))
+                if m.metadata.resource_version.as_deref() == Some(&source.source_version) =>
+            {
+                current.insert(source_ref);
+            }
+            Ok(_) => tracing::debug!(
+                source = %source_ref,
+                "source changed since the catalog was built; copies wait for the next pass"
+            ),
+            Err(e) => {
+                shared.metrics.reconcile_error("get_source");
+                tracing::warn!(
+                    source = %source_ref,
+                    "cannot check the source before updating its copies, retrying later: {}",
+                    super::writer::describe(&e)
+                );
+            }
+        }
+    }
+    current
 }
 
 /// Lists ServiceAccounts (all, or one namespace's) and gives those named by `serviceAccounts`
@@ -619,8 +667,8 @@ prune: PRUNE
         let mut gone = NamespaceInfo::named("team-b");
         gone.terminating = true;
         ix.apply_namespace(&Feed::Namespaces, gone);
-        let config = Config::from_raw_yaml(&CONFIG.replace("PRUNE", &prune.to_string()))
-            .expect("config");
+        let config =
+            Config::from_raw_yaml(&CONFIG.replace("PRUNE", &prune.to_string())).expect("config");
         let catalog = Catalog::build(config, &ix, Some("pull-secret-injector"));
         (ix, catalog)
     }
@@ -673,7 +721,10 @@ prune: PRUNE
         ix.delete_secret(&feed("hub"), "default", "hub");
         let catalog = Catalog::build(catalog.config().clone(), &ix, None);
         let plan = plan_copies(&catalog, &ix);
-        assert!(plan.deletes.is_empty(), "copies of a vanished source are kept");
+        assert!(
+            plan.deletes.is_empty(),
+            "copies of a vanished source are kept"
+        );
         assert!(plan.updates.is_empty());
         assert_eq!(plan.counts[&("hub".to_string(), "source_missing")], 1);
         assert_eq!(
@@ -690,10 +741,15 @@ prune: PRUNE
             ix.apply_copy(&copy_of(&catalog, "icr", "other", "5").metadata);
             let mut orphan = copy_of(&catalog, "icr", "team-a", "6");
             orphan.metadata.name = Some("retired".to_string());
-            orphan.metadata.annotations.as_mut().expect("annotations").insert(
-                crate::policy::CREDENTIAL_ANNOTATION.to_string(),
-                "retired".to_string(),
-            );
+            orphan
+                .metadata
+                .annotations
+                .as_mut()
+                .expect("annotations")
+                .insert(
+                    crate::policy::CREDENTIAL_ANNOTATION.to_string(),
+                    "retired".to_string(),
+                );
             ix.apply_copy(&orphan.metadata);
             let plan = plan_copies(&catalog, &ix);
             assert_eq!(plan.counts[&("icr".to_string(), "unwanted")], 1);
@@ -704,7 +760,10 @@ prune: PRUNE
                 .map(|(ns, n, rv)| (ns.as_str(), n.as_str(), rv.as_str()))
                 .collect();
             if prune {
-                assert_eq!(deletes, [("other", "all-icr-io", "5"), ("team-a", "retired", "6")]);
+                assert_eq!(
+                    deletes,
+                    [("other", "all-icr-io", "5"), ("team-a", "retired", "6")]
+                );
             } else {
                 assert!(deletes.is_empty());
             }
