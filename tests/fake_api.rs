@@ -1,11 +1,1086 @@
-//! The fake apiserver behaves like kube-apiserver, as kube-rs sees it.
+//! The fake apiserver behaves like kube-apiserver as kube-rs sees it: these tests drive it with
+//! kube's own client, watchers and patch types, so that end-to-end tests of the webhook against
+//! it mean something.
 
 mod support;
 
-use support::FakeApiServer;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+use support::objects::{
+    config_map, dockerconfigjson_secret, namespace, pod, registry_auth, service_account,
+    webhook_config,
+};
+use support::{FakeApiServer, Fault, FaultKind};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A kube client configured the way the webhook is: from a kubeconfig file.
+async fn client(server: &FakeApiServer, token: &str) -> kube::Client {
+    let dir = tempfile::tempdir().unwrap();
+    let path = server.write_kubeconfig(dir.path(), token);
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+async fn admin(server: &FakeApiServer) -> kube::Client {
+    client(server, FakeApiServer::ADMIN_TOKEN).await
+}
+
+/// Polls until `check` holds; outcomes are awaited, never assumed after a sleep.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < DEADLINE {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The Status of a failed kube call.
+fn status<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> kube::core::Status {
+    match result {
+        Err(kube::Error::Api(status)) => *status,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+async fn make_namespace(server: &FakeApiServer, name: &str, labels: &[(&str, &str)]) {
+    server.create(namespace(name, labels)).await.unwrap();
+}
+
+fn typed<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).unwrap()
+}
 
 #[tokio::test]
-async fn starts() {
+async fn crud_and_status_errors_match_kube() {
     let server = FakeApiServer::start().await;
-    assert!(server.url().starts_with("https://127.0.0.1:"));
+    let client = admin(&server).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = namespaces
+        .create(&PostParams::default(), &typed(namespace("app", &[])))
+        .await
+        .unwrap();
+    let labels = ns.metadata.labels.unwrap();
+    assert_eq!(labels["kubernetes.io/metadata.name"], "app");
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Active"));
+    assert!(ns.metadata.uid.is_some() && ns.metadata.creation_timestamp.is_some());
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "app");
+    let auths = registry_auth("registry.example.com", "u", "p");
+    let secret: Secret = typed(dockerconfigjson_secret("app", "pull", &auths));
+    let created = secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let rv1: u64 = created
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        secrets.get("pull").await.unwrap().metadata.uid,
+        created.metadata.uid
+    );
+
+    let exists = status(secrets.create(&PostParams::default(), &secret).await);
+    assert_eq!(
+        (exists.code, exists.reason.as_str()),
+        (409, "AlreadyExists")
+    );
+    assert_eq!(exists.message, "secrets \"pull\" already exists");
+    assert_eq!(exists.details.unwrap().kind, "secrets");
+
+    let missing = status(secrets.get("nope").await);
+    assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
+    assert_eq!(missing.message, "secrets \"nope\" not found");
+
+    let mut bad_name = secret.clone();
+    bad_name.metadata.name = Some("Bad_Name".into());
+    let invalid = status(secrets.create(&PostParams::default(), &bad_name).await);
+    assert_eq!((invalid.code, invalid.reason.as_str()), (422, "Invalid"));
+    assert!(invalid.message.starts_with(
+        "Secret \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"
+    ));
+    assert_eq!(invalid.details.unwrap().causes[0].field, "metadata.name");
+
+    let mut no_key = secret.clone();
+    no_key.metadata.name = Some("empty".into());
+    no_key.data = Some(BTreeMap::new());
+    let invalid = status(secrets.create(&PostParams::default(), &no_key).await);
+    assert_eq!(invalid.code, 422);
+    assert_eq!(
+        invalid.message,
+        "Secret \"empty\" is invalid: data[.dockerconfigjson]: Required value"
+    );
+
+    let elsewhere: Api<Secret> = Api::namespaced(client.clone(), "ghost");
+    let mut unplaced = secret.clone();
+    unplaced.metadata.namespace = None;
+    let no_ns = status(elsewhere.create(&PostParams::default(), &unplaced).await);
+    assert_eq!(
+        (no_ns.code, no_ns.message.as_str()),
+        (404, "namespaces \"ghost\" not found")
+    );
+    let mismatch = status(
+        Api::<Secret>::namespaced(client.clone(), "other")
+            .create(&PostParams::default(), &secret)
+            .await,
+    );
+    assert_eq!(
+        (mismatch.code, mismatch.reason.as_str()),
+        (400, "BadRequest")
+    );
+
+    // Updates: a stale resourceVersion conflicts, none is unconditional, type is immutable.
+    let mut changed = created.clone();
+    changed.metadata.labels = Some([("a".to_string(), "1".to_string())].into());
+    let updated = secrets
+        .replace("pull", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    let rv2: u64 = updated
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rv2 > rv1);
+    let conflict = status(
+        secrets
+            .replace("pull", &PostParams::default(), &changed)
+            .await,
+    );
+    assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        conflict.message,
+        "Operation cannot be fulfilled on secrets \"pull\": the object has been modified; please apply your changes to the latest version and try again"
+    );
+    changed.metadata.resource_version = None;
+    secrets
+        .replace("pull", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    let mut retyped = changed.clone();
+    retyped.type_ = Some("Opaque".into());
+    let immutable = status(
+        secrets
+            .replace("pull", &PostParams::default(), &retyped)
+            .await,
+    );
+    assert_eq!(immutable.code, 422);
+    assert!(
+        immutable
+            .message
+            .contains("type: Invalid value: \"Opaque\": field is immutable")
+    );
+
+    // A terminating namespace keeps its content and refuses new content.
+    namespaces
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    let terminating = namespaces.get("app").await.unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        terminating.status.unwrap().phase.as_deref(),
+        Some("Terminating")
+    );
+    secrets.get("pull").await.unwrap();
+    let mut fresh = secret.clone();
+    fresh.metadata.name = Some("fresh".into());
+    let forbidden = status(secrets.create(&PostParams::default(), &fresh).await);
+    assert_eq!(
+        (forbidden.code, forbidden.reason.as_str()),
+        (403, "Forbidden")
+    );
+    assert_eq!(
+        forbidden.message,
+        "secrets \"fresh\" is forbidden: unable to create new content in namespace app because it is being terminated"
+    );
+    server.finish_namespace_deletion("app");
+    assert_eq!(status(namespaces.get("app").await).code, 404);
+    assert_eq!(status(secrets.get("pull").await).code, 404);
+
+    // Plain deletes answer with the object and leave nothing behind.
+    make_namespace(&server, "b", &[]).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "b");
+    cms.create(
+        &PostParams::default(),
+        &typed(config_map("b", "c", &[("k", "v")])),
+    )
+    .await
+    .unwrap();
+    let deleted = cms.delete("c", &DeleteParams::default()).await.unwrap();
+    assert!(deleted.left().is_some());
+    assert_eq!(status(cms.get("c").await).code, 404);
+    assert_eq!(
+        status(cms.delete("c", &DeleteParams::default()).await).code,
+        404
+    );
+}
+
+#[tokio::test]
+async fn unknown_tokens_are_unauthorized() {
+    let server = FakeApiServer::start().await;
+    let client = client(&server, "not-a-token").await;
+    let unauthorized = status(
+        Api::<Namespace>::all(client)
+            .list(&ListParams::default())
+            .await,
+    );
+    assert_eq!(
+        (unauthorized.code, unauthorized.reason.as_str()),
+        (401, "Unauthorized")
+    );
+    assert_eq!(server.requests()[0].status, 401);
+}
+
+#[tokio::test]
+async fn lists_filter_by_selectors_and_paginate() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "l", &[]).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "l");
+    for (name, tier) in [
+        ("a", "web"),
+        ("b", "db"),
+        ("c", "web"),
+        ("d", ""),
+        ("e", "cache"),
+    ] {
+        let mut cm = config_map("l", name, &[]);
+        if !tier.is_empty() {
+            cm["metadata"]["labels"] = json!({"tier": tier});
+        }
+        server.create(cm).await.unwrap();
+    }
+    let names = |list: kube::core::ObjectList<ConfigMap>| -> Vec<String> {
+        list.items
+            .into_iter()
+            .map(|c| c.metadata.name.unwrap())
+            .collect()
+    };
+    let with = |labels: &str| ListParams::default().labels(labels);
+    assert_eq!(
+        names(cms.list(&with("tier=web")).await.unwrap()),
+        ["a", "c"]
+    );
+    assert_eq!(names(cms.list(&with("tier==db")).await.unwrap()), ["b"]);
+    assert_eq!(
+        names(cms.list(&with("tier!=web")).await.unwrap()),
+        ["b", "d", "e"]
+    );
+    assert_eq!(
+        names(cms.list(&with("tier in (db,cache)")).await.unwrap()),
+        ["b", "e"]
+    );
+    assert_eq!(
+        names(cms.list(&with("tier notin (web)")).await.unwrap()),
+        ["b", "d", "e"]
+    );
+    assert_eq!(
+        names(cms.list(&with("tier")).await.unwrap()),
+        ["a", "b", "c", "e"]
+    );
+    assert_eq!(names(cms.list(&with("!tier")).await.unwrap()), ["d"]);
+    let by_name = ListParams::default().fields("metadata.name=c");
+    assert_eq!(names(cms.list(&by_name).await.unwrap()), ["c"]);
+    let not_name = ListParams::default().fields("metadata.name!=c,metadata.namespace=l");
+    assert_eq!(
+        names(cms.list(&not_name).await.unwrap()),
+        ["a", "b", "d", "e"]
+    );
+    let bad = status(cms.list(&ListParams::default().fields("spec.nope=1")).await);
+    assert_eq!(bad.code, 400);
+
+    let all = cms.list(&ListParams::default()).await.unwrap();
+    let list_rv = all.metadata.resource_version.clone().unwrap();
+    assert_eq!(list_rv, server.resource_version().to_string());
+
+    let mut pages = Vec::new();
+    let mut params = ListParams::default().limit(2);
+    loop {
+        let page = cms.list(&params).await.unwrap();
+        assert_eq!(
+            page.metadata.resource_version.as_deref(),
+            Some(list_rv.as_str())
+        );
+        pages.push(names(page.clone()));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => break,
+        }
+    }
+    assert_eq!(pages, vec![vec!["a", "b"], vec!["c", "d"], vec!["e"]]);
+
+    // Across namespaces, and metadata-only.
+    make_namespace(&server, "m", &[]).await;
+    server.create(config_map("m", "z", &[])).await.unwrap();
+    let everywhere: Api<ConfigMap> = Api::all(client.clone());
+    assert_eq!(
+        everywhere
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        6
+    );
+    let meta = everywhere
+        .list_metadata(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(meta.items.len(), 6);
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.verb == "list" && r.metadata_only)
+    );
+}
+
+/// Collects what a kube-rs watcher reports, as the webhook's watchers would see it.
+fn collect<K, S>(stream: S) -> Arc<Mutex<Vec<String>>>
+where
+    K: kube::Resource + 'static,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            let line = match event {
+                Ok(watcher::Event::Apply(o)) => format!("apply {}", o.meta().name.clone().unwrap()),
+                Ok(watcher::Event::Delete(o)) => {
+                    format!("delete {}", o.meta().name.clone().unwrap())
+                }
+                Ok(watcher::Event::Init) => "init".into(),
+                Ok(watcher::Event::InitApply(o)) => {
+                    format!("initapply {}", o.meta().name.clone().unwrap())
+                }
+                Ok(watcher::Event::InitDone) => "initdone".into(),
+                Err(e) => format!("error {e}"),
+            };
+            sink.lock().unwrap().push(line);
+        }
+    });
+    seen
+}
+
+fn saw(seen: &Arc<Mutex<Vec<String>>>, line: &str) -> bool {
+    seen.lock().unwrap().iter().any(|l| l == line)
+}
+
+#[tokio::test]
+async fn watchers_follow_changes_and_recover_from_drops_and_expiry() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "w", &[]).await;
+    server.create(config_map("w", "before", &[])).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "w");
+    let seen = collect(watcher(cms.clone(), watcher::Config::default()).default_backoff());
+    eventually("the initial list", || async { saw(&seen, "initdone") }).await;
+    assert!(saw(&seen, "initapply before"));
+
+    server.create(config_map("w", "one", &[])).await.unwrap();
+    eventually("the new object", || async { saw(&seen, "apply one") }).await;
+    cms.delete("before", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the deletion", || async { saw(&seen, "delete before") }).await;
+
+    // A dropped connection: the watcher re-watches from where it was, without a relist.
+    let lists = server.count("admin", "list", "configmaps");
+    server.drop_watches();
+    server.create(config_map("w", "two", &[])).await.unwrap();
+    eventually("an object created across the drop", || async {
+        saw(&seen, "apply two")
+    })
+    .await;
+
+    // Expired history: the re-watch gets 410 and the watcher relists.
+    server.expire_history();
+    server.create(config_map("w", "three", &[])).await.unwrap();
+    eventually("the relist after 410", || async {
+        saw(&seen, "initapply three") && server.count("admin", "list", "configmaps") > lists
+    })
+    .await;
+    assert!(saw(&seen, "initapply two"));
+}
+
+#[tokio::test]
+async fn raw_watch_speaks_kube_protocol() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "r", &[]).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "r");
+    let start = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let params = WatchParams::default().labels("app=x");
+    let mut stream = cms.watch(&params, &start).await.unwrap().boxed();
+
+    let mut cm = config_map("r", "w", &[]);
+    cm["metadata"]["labels"] = json!({"app": "x"});
+    server.create(cm).await.unwrap();
+    let patch = |labels: Value| Patch::Merge(json!({"metadata": {"labels": labels}}));
+    cms.patch(
+        "w",
+        &PatchParams::default(),
+        &patch(json!({"app": "x", "more": "1"})),
+    )
+    .await
+    .unwrap();
+    // Stops matching: DELETED; matches again: ADDED.
+    cms.patch("w", &PatchParams::default(), &patch(json!({"app": "y"})))
+        .await
+        .unwrap();
+    cms.patch("w", &PatchParams::default(), &patch(json!({"app": "x"})))
+        .await
+        .unwrap();
+    cms.delete("w", &DeleteParams::default()).await.unwrap();
+
+    let mut kinds = Vec::new();
+    let mut last_rv = 0u64;
+    while kinds.len() < 5 {
+        let event = tokio::time::timeout(DEADLINE, stream.try_next())
+            .await
+            .unwrap()
+            .unwrap();
+        let (kind, obj) = match event.unwrap() {
+            WatchEvent::Added(o) => ("ADDED", o),
+            WatchEvent::Modified(o) => ("MODIFIED", o),
+            WatchEvent::Deleted(o) => ("DELETED", o),
+            WatchEvent::Bookmark(_) => continue,
+            WatchEvent::Error(e) => panic!("error event {e:?}"),
+        };
+        let rv: u64 = obj.metadata.resource_version.unwrap().parse().unwrap();
+        assert!(rv > last_rv, "resourceVersions increase");
+        last_rv = rv;
+        kinds.push(kind);
+    }
+    assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED", "ADDED", "DELETED"]);
+    // Bookmarks come every second or so; the stream is otherwise idle now.
+    let bookmark = tokio::time::timeout(DEADLINE, stream.try_next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(bookmark, Some(WatchEvent::Bookmark(_))),
+        "{bookmark:?}"
+    );
+
+    // Too old a version: one ERROR event with kube's 410, then the end of the stream.
+    server.expire_history();
+    let mut stream = cms
+        .watch(&WatchParams::default(), &start)
+        .await
+        .unwrap()
+        .boxed();
+    match stream.try_next().await.unwrap() {
+        Some(WatchEvent::Error(e)) => {
+            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
+            assert!(
+                e.message
+                    .starts_with(&format!("too old resource version: {start} ("))
+            );
+        }
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
+    }
+    assert!(stream.try_next().await.unwrap().is_none());
+
+    // timeoutSeconds ends the stream cleanly.
+    let now = server.resource_version().to_string();
+    let mut stream = cms
+        .watch(&WatchParams::default().timeout(1), &now)
+        .await
+        .unwrap()
+        .boxed();
+    let ended = tokio::time::timeout(DEADLINE, async {
+        while let Some(event) = stream.try_next().await.unwrap() {
+            assert!(matches!(event, WatchEvent::Bookmark(_)), "{event:?}");
+        }
+    });
+    ended.await.unwrap();
+}
+
+#[tokio::test]
+async fn metadata_watcher_gets_partial_objects() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "mw", &[]).await;
+    // kube 5's metadata watcher: `Api<PartialObjectMeta<K>>` sends the as=PartialObjectMetadata
+    // Accept headers.
+    let secrets: Api<PartialObjectMeta<Secret>> = Api::namespaced(client.clone(), "mw");
+    let seen = collect(watcher(secrets, watcher::Config::default()).default_backoff());
+    eventually("the initial list", || async { saw(&seen, "initdone") }).await;
+    let auths = registry_auth("r.example", "u", "p");
+    server
+        .create(dockerconfigjson_secret("mw", "pull", &auths))
+        .await
+        .unwrap();
+    eventually("the secret's metadata", || async {
+        saw(&seen, "apply pull")
+    })
+    .await;
+    let records = server.requests();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.verb == "watch" && r.metadata_only && r.resource == "secrets")
+    );
+}
+
+#[tokio::test]
+async fn every_patch_type_behaves_like_kube() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "p", &[]).await;
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "p");
+    server
+        .create(service_account("p", "robot", &["a", "b"]))
+        .await
+        .unwrap();
+
+    // Strategic merge: imagePullSecrets merge by name, new ones at the end, order kept.
+    let smp = Patch::Strategic(json!({"imagePullSecrets": [{"name": "c"}, {"name": "a"}]}));
+    let sa = sas
+        .patch("robot", &PatchParams::default(), &smp)
+        .await
+        .unwrap();
+    let names: Vec<String> = sa
+        .image_pull_secrets
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    // A plain merge patch replaces the list.
+    let merge = Patch::Merge(json!({"imagePullSecrets": [{"name": "z"}]}));
+    let sa = sas
+        .patch("robot", &PatchParams::default(), &merge)
+        .await
+        .unwrap();
+    assert_eq!(sa.image_pull_secrets.unwrap().len(), 1);
+
+    // Merge patch with metadata.resourceVersion is a precondition.
+    let stale = Patch::Merge(json!({"metadata": {"resourceVersion": "1", "labels": {"x": "y"}}}));
+    let conflict = status(sas.patch("robot", &PatchParams::default(), &stale).await);
+    assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
+    let current = sa.metadata.resource_version.unwrap();
+    let fresh =
+        Patch::Merge(json!({"metadata": {"resourceVersion": current, "labels": {"x": "y"}}}));
+    sas.patch("robot", &PatchParams::default(), &fresh)
+        .await
+        .unwrap();
+
+    // JSON patch, with `test`.
+    let ops: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/labels/x", "value": "y"},
+        {"op": "add", "path": "/metadata/labels/j", "value": "1"},
+    ]))
+    .unwrap();
+    let sa = sas
+        .patch("robot", &PatchParams::default(), &Patch::Json::<()>(ops))
+        .await
+        .unwrap();
+    assert_eq!(sa.metadata.labels.unwrap()["j"], "1");
+    let failing: json_patch::Patch = serde_json::from_value(
+        json!([{"op": "test", "path": "/metadata/labels/x", "value": "no"}]),
+    )
+    .unwrap();
+    let failed = status(
+        sas.patch(
+            "robot",
+            &PatchParams::default(),
+            &Patch::Json::<()>(failing),
+        )
+        .await,
+    );
+    assert_eq!(failed.code, 422);
+
+    // Server-side apply needs a field manager, creates, then merges.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "p");
+    let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"a": "1"}});
+    let no_manager = status(
+        cms.patch("cfg", &PatchParams::default(), &Patch::Apply(&applied))
+            .await,
+    );
+    assert_eq!(no_manager.code, 422);
+    let ssa = PatchParams::apply("tests").force();
+    cms.patch("cfg", &ssa, &Patch::Apply(&applied))
+        .await
+        .unwrap();
+    let again = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"b": "2"}});
+    let cm = cms.patch("cfg", &ssa, &Patch::Apply(&again)).await.unwrap();
+    assert_eq!(cm.data.unwrap().get("b").map(String::as_str), Some("2"));
+
+    // Patching nothing is 404.
+    let missing = status(sas.patch("ghost", &PatchParams::default(), &merge).await);
+    assert_eq!(missing.code, 404);
+}
+
+#[tokio::test]
+async fn dry_run_stores_nothing() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "d", &[]).await;
+    eventually("the default ServiceAccount", || async {
+        server
+            .get("serviceaccounts", Some("d"), "default")
+            .is_some()
+    })
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "d");
+    let rv = server.resource_version();
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let mut cm: ConfigMap = typed(config_map("d", "x", &[]));
+    cm.metadata.name = None;
+    cm.metadata.generate_name = Some("gen-".into());
+    let returned = cms.create(&dry, &cm).await.unwrap();
+    assert!(returned.metadata.name.unwrap().starts_with("gen-"));
+    assert!(
+        cms.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(server.resource_version(), rv);
+
+    server.create(config_map("d", "real", &[])).await.unwrap();
+    let rv = server.resource_version();
+    let patch = Patch::Merge(json!({"data": {"k": "v"}}));
+    let patched = cms
+        .patch("real", &PatchParams::default().dry_run(), &patch)
+        .await
+        .unwrap();
+    assert_eq!(patched.data.unwrap()["k"], "v");
+    cms.delete("real", &DeleteParams::default().dry_run())
+        .await
+        .unwrap();
+    assert!(
+        !cms.get("real")
+            .await
+            .unwrap()
+            .data
+            .unwrap_or_default()
+            .contains_key("k")
+    );
+    assert_eq!(server.resource_version(), rv);
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.dry_run && r.verb == "delete")
+    );
+}
+
+const RBAC: &str = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: injector, namespace: system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: sa-reader}
+rules:
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: injector-sa-reader}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: sa-reader}
+subjects:
+- {kind: ServiceAccount, name: injector, namespace: system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: pull-secrets, namespace: system}
+rules:
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [configmaps]
+  resourceNames: [only-this]
+  verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: injector-pull-secrets, namespace: system}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pull-secrets}
+subjects:
+- {kind: ServiceAccount, name: injector, namespace: system}
+"#;
+
+#[tokio::test]
+async fn rbac_allows_and_denies_service_accounts() {
+    let server = FakeApiServer::start().await;
+    server.load_rbac(RBAC).unwrap();
+    make_namespace(&server, "system", &[]).await;
+    make_namespace(&server, "tenant", &[]).await;
+    server
+        .create(config_map("system", "only-this", &[]))
+        .await
+        .unwrap();
+    server
+        .create(config_map("system", "other", &[]))
+        .await
+        .unwrap();
+    let token = server.service_account_token("system", "injector");
+    let client = client(&server, &token).await;
+    let user = "system:serviceaccount:system:injector";
+
+    Api::<Secret>::namespaced(client.clone(), "system")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    Api::<ServiceAccount>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let denied = status(
+        Api::<Secret>::namespaced(client.clone(), "tenant")
+            .list(&ListParams::default())
+            .await,
+    );
+    assert_eq!((denied.code, denied.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        denied.message,
+        format!(
+            "secrets is forbidden: User \"{user}\" cannot list resource \"secrets\" in API group \"\" in the namespace \"tenant\""
+        )
+    );
+    let cluster = status(
+        Api::<Secret>::all(client.clone())
+            .list(&ListParams::default())
+            .await,
+    );
+    assert_eq!(
+        cluster.message,
+        format!(
+            "secrets is forbidden: User \"{user}\" cannot list resource \"secrets\" in API group \"\" at the cluster scope"
+        )
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "system");
+    cms.get("only-this").await.unwrap();
+    let other = status(cms.get("other").await);
+    assert_eq!(
+        other.message,
+        format!(
+            "configmaps \"other\" is forbidden: User \"{user}\" cannot get resource \"configmaps\" in API group \"\" in the namespace \"system\""
+        )
+    );
+    let create = status(
+        Api::<Secret>::namespaced(client.clone(), "system")
+            .create(
+                &PostParams::default(),
+                &typed(dockerconfigjson_secret("system", "s", &json!({}))),
+            )
+            .await,
+    );
+    assert_eq!(create.code, 403);
+    assert_eq!(server.count(user, "list", "secrets"), 3);
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.user == user && r.status == 403 && r.verb == "create")
+    );
+}
+
+/// A tiny HTTPS admission webhook that labels what it sees, and the CA that signed it.
+async fn webhook(patch: Value) -> (String, String) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use rustls_pki_types::pem::PemObject;
+    let g = pull_secret_injector::certs::generate(&["127.0.0.1".to_string()], 1).unwrap();
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(g.cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(g.key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}/mutate",
+        listener.local_addr().unwrap().port()
+    );
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            let patch = patch.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let patch = patch.clone();
+                        async move {
+                            assert!(req.uri().query().unwrap().starts_with("timeout="));
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let review: Value = serde_json::from_slice(&body).unwrap();
+                            let request = &review["request"];
+                            use base64::Engine;
+                            let patch =
+                                base64::engine::general_purpose::STANDARD.encode(patch.to_string());
+                            let response = json!({
+                                "apiVersion": "admission.k8s.io/v1",
+                                "kind": "AdmissionReview",
+                                "response": {"uid": request["uid"], "allowed": true, "patchType": "JSONPatch", "patch": patch, "warnings": ["labelled"]},
+                            });
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from(response.to_string()),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (url, g.ca_pem)
+}
+
+#[tokio::test]
+async fn webhooks_mutate_pods_and_honour_policies() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "hooked", &[("inject", "on")]).await;
+    make_namespace(&server, "plain", &[]).await;
+    for ns in ["hooked", "plain"] {
+        eventually("the default ServiceAccount", || async {
+            server.get("serviceaccounts", Some(ns), "default").is_some()
+        })
+        .await;
+    }
+    let (url, ca) =
+        webhook(json!([{"op": "add", "path": "/metadata/labels", "value": {"injected": "yes"}}]))
+            .await;
+    let mut config = webhook_config("injector", &url, &ca, "Fail");
+    let hooks = config.webhooks.as_mut().unwrap();
+    hooks[0].namespace_selector =
+        Some(serde_json::from_value(json!({"matchLabels": {"inject": "on"}})).unwrap());
+    hooks[0].side_effects = "Unknown".into();
+    server.register_webhook(config);
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "hooked");
+    let mut p: Pod = typed(pod("hooked", "", &["nginx"]));
+    p.metadata.name = None;
+    p.metadata.generate_name = Some("web-".into());
+    let created = pods.create(&PostParams::default(), &p).await.unwrap();
+    assert_eq!(created.metadata.labels.unwrap()["injected"], "yes");
+    let calls = server.admission_calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        (
+            calls[0].kind.as_str(),
+            calls[0].namespace.as_str(),
+            calls[0].name.as_str()
+        ),
+        ("Pod", "hooked", "")
+    );
+    assert!(calls[0].patched && calls[0].error.is_none());
+    assert_eq!(calls[0].warnings, ["labelled"]);
+
+    // namespaceSelector leaves other namespaces alone.
+    let plain: Api<Pod> = Api::namespaced(client.clone(), "plain");
+    let stored = plain
+        .create(
+            &PostParams::default(),
+            &typed(pod("plain", "p", &["nginx"])),
+        )
+        .await
+        .unwrap();
+    assert!(stored.metadata.labels.is_none());
+    assert_eq!(server.admission_calls().len(), 1);
+
+    // A webhook with side effects refuses dry runs, as kube does.
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let refused = status(
+        pods.create(&dry, &typed(pod("hooked", "dry", &["nginx"])))
+            .await,
+    );
+    assert_eq!(refused.code, 400);
+    assert!(refused.message.contains("does not support dry run"));
+
+    // A dead webhook: Ignore stores the pod unmutated, Fail rejects it.
+    let dead = "https://127.0.0.1:9/mutate";
+    server.register_webhook(webhook_config("injector", dead, &ca, "Ignore"));
+    let stored = pods
+        .create(
+            &PostParams::default(),
+            &typed(pod("hooked", "ignored", &["nginx"])),
+        )
+        .await
+        .unwrap();
+    assert!(stored.metadata.labels.is_none());
+    assert!(
+        server
+            .admission_calls()
+            .last()
+            .unwrap()
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("failed calling webhook")
+    );
+    server.register_webhook(webhook_config("injector", dead, &ca, "Fail"));
+    let failed = status(
+        pods.create(
+            &PostParams::default(),
+            &typed(pod("hooked", "failed", &["nginx"])),
+        )
+        .await,
+    );
+    assert_eq!(
+        (failed.code, failed.reason.as_str()),
+        (500, "InternalError")
+    );
+    assert!(
+        failed.message.starts_with(
+            "Internal error occurred: failed calling webhook \"injector.example.com\""
+        )
+    );
+    assert_eq!(status(pods.get("failed").await).code, 404);
+}
+
+#[tokio::test]
+async fn pods_get_service_account_admission() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "sa", &[]).await;
+    eventually("the default ServiceAccount", || async {
+        server
+            .get("serviceaccounts", Some("sa"), "default")
+            .is_some()
+    })
+    .await;
+    server
+        .create(service_account("sa", "builder", &["regcred"]))
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "sa");
+
+    let p = pods
+        .create(
+            &PostParams::default(),
+            &typed(pod("sa", "plain", &["nginx"])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        p.spec.unwrap().service_account_name.as_deref(),
+        Some("default")
+    );
+
+    let mut with_sa: Pod = typed(pod("sa", "built", &["nginx"]));
+    with_sa.spec.as_mut().unwrap().service_account_name = Some("builder".into());
+    let p = pods.create(&PostParams::default(), &with_sa).await.unwrap();
+    let secrets: Vec<String> = p
+        .spec
+        .unwrap()
+        .image_pull_secrets
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(secrets, ["regcred"]);
+
+    let mut missing: Pod = typed(pod("sa", "lost", &["nginx"]));
+    missing.spec.as_mut().unwrap().service_account_name = Some("ghost".into());
+    let forbidden = status(pods.create(&PostParams::default(), &missing).await);
+    assert_eq!(forbidden.code, 403);
+    assert_eq!(
+        forbidden.message,
+        "pods \"lost\" is forbidden: error looking up service account sa/ghost: serviceaccount \"ghost\" not found"
+    );
+}
+
+#[tokio::test]
+async fn faults_fail_then_recover_and_delay() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "f", &[]).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "f");
+    server.add_fault(
+        Fault::new(FaultKind::Status(500))
+            .method("list")
+            .path("/configmaps")
+            .times(1),
+    );
+    let failed = status(cms.list(&ListParams::default()).await);
+    assert_eq!(
+        (failed.code, failed.reason.as_str()),
+        (500, "InternalError")
+    );
+    cms.list(&ListParams::default()).await.unwrap();
+
+    // kube-rs retries 429 after Retry-After, as it would against a throttling apiserver.
+    let id = server.add_fault(Fault::new(FaultKind::Status(429)).method("GET").times(1));
+    cms.list(&ListParams::default()).await.unwrap();
+    server.remove_fault(id);
+
+    server
+        .add_fault(Fault::new(FaultKind::Latency(Duration::from_millis(300))).path("/configmaps"));
+    let start = Instant::now();
+    cms.list(&ListParams::default()).await.unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    server.clear_faults();
+    let statuses: Vec<u16> = server
+        .requests()
+        .iter()
+        .filter(|r| r.resource == "configmaps")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, [500, 200, 429, 200, 200]);
 }

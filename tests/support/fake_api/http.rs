@@ -250,7 +250,8 @@ async fn handle(core: Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
                         metadata_only,
                         dry_run,
                     };
-                    serve_resource(&core, user, &target, request, req.into_body()).await
+                    serve_resource(&core, user, &target, request, req.into_body(), &mut record)
+                        .await
                 }
             }
         }
@@ -283,8 +284,9 @@ async fn serve_resource(
     target: &Target,
     req: Params<'_>,
     body: Incoming,
+    record: &mut RequestRecord,
 ) -> Response<Body> {
-    match serve_resource_inner(core, user, target, &req, body).await {
+    match serve_resource_inner(core, user, target, &req, body, record).await {
         Ok(response) => response,
         Err(failure) => failure_response(&failure),
     }
@@ -296,6 +298,7 @@ async fn serve_resource_inner(
     target: &Target,
     req: &Params<'_>,
     body: Incoming,
+    record: &mut RequestRecord,
 ) -> Result<Response<Body>, Failure> {
     let info = target.info;
     let namespace = target.namespace.as_deref();
@@ -447,6 +450,16 @@ async fn serve_resource_inner(
                     } else {
                         Some(parse(&bytes)?)
                     };
+                    // DeleteOptions travel in the body, dryRun included.
+                    let body_dry_run = options
+                        .as_ref()
+                        .and_then(|o| o.get("dryRun"))
+                        .and_then(Value::as_array)
+                        .is_some_and(|d| d.iter().any(|v| v == "All"));
+                    if body_dry_run {
+                        ctx.dry_run = true;
+                        record.dry_run = true;
+                    }
                     let obj = api::delete(core, &ctx, info, namespace, name, options.as_ref())?;
                     Ok(json_response(200, &shape(obj), &[]))
                 }
