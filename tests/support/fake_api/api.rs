@@ -500,7 +500,9 @@ pub(crate) fn list(
         if resource != info.resource || ns.is_some_and(|n| n != obj_ns) {
             continue;
         }
-        let position = format!("{obj_ns}/{obj_name}");
+        // NUL sorts before any name character, so comparing these strings orders them as the
+        // (namespace, name) keys are ordered.
+        let position = format!("{obj_ns}\u{0}{obj_name}");
         if start_after
             .as_deref()
             .is_some_and(|s| position.as_str() <= s)

@@ -24,6 +24,13 @@
 //!   resource their rules match; `reinvocationPolicy`, `matchPolicy`, `matchConditions` and
 //!   `clientConfig.service` are not supported (a service reference fails the call).
 //! - ServiceAccount admission does not add the projected token volume and mounts.
+//! - The AdmissionReview request leaves `name` out for a generateName create (as kube does:
+//!   the field is omitempty), rather than sending an empty string.
+//! - Validation covers names, dockerconfigjson/dockercfg Secrets and Secret `type`
+//!   immutability only: `immutable: true` Secrets/ConfigMaps and Pod spec immutability are not
+//!   enforced, and Pods get no defaults beyond the ServiceAccount and `status.phase: Pending`.
+//! - Bookmarks go out every second (kube: about a minute). Faults apply to resource requests
+//!   only, not to discovery paths.
 //! - Pods are deleted at once (no kubelet, no grace period); only Namespaces finalise, until
 //!   [`FakeApiServer::finish_namespace_deletion`].
 //! - Only core/v1 namespaces, secrets, serviceaccounts, configmaps, pods and events exist; no

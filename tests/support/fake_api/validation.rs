@@ -201,10 +201,7 @@ pub(crate) fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
     if info.kind == "Pod" {
         meta_mut(obj).insert("generation".into(), json!(1));
         if let Some(map) = obj.as_object_mut() {
-            map.insert(
-                "status".into(),
-                json!({"phase": "Pending", "qosClass": "BestEffort"}),
-            );
+            map.insert("status".into(), json!({"phase": "Pending"}));
         }
     }
 }
