@@ -84,10 +84,9 @@ fn copy_object(source: &PreparedSource, ns: &str) -> Value {
 /// A fake cluster with the injector's namespace, RBAC and config.
 async fn cluster(config: &str) -> FakeApiServer {
     let api = FakeApiServer::start().await;
-    let rbac = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/rbac.yaml"),
-    )
-    .expect("rbac");
+    let rbac =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/rbac.yaml"))
+            .expect("rbac");
     api.load_rbac(&rbac).expect("rbac");
     for ns in [OWN, "default"] {
         api.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
@@ -119,7 +118,13 @@ impl Injector {
         let log_path = dir.join("injector.log");
         let log = std::fs::File::create(&log_path).expect("log");
         let child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .arg("--tls-cert")
@@ -141,7 +146,10 @@ impl Injector {
             {
                 break format!("http://{}/metrics", addr.trim());
             }
-            assert!(Instant::now() < deadline, "the injector did not start:\n{text}");
+            assert!(
+                Instant::now() < deadline,
+                "the injector did not start:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         Injector { child, metrics }
@@ -161,8 +169,8 @@ impl Injector {
 
     /// (VmRSS, VmHWM) in KiB.
     fn memory_kib(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()
@@ -237,28 +245,42 @@ serviceAccounts: ["default"]
     );
     let fault = latency_fault().map(|f| api.add_fault(f));
     let injector = Injector::start(&api, dir);
-    let startup = wait_for("every copy to be counted current", Duration::from_secs(300), async || {
-        injector.copies("current").await == namespaces as f64
-    })
+    let startup = wait_for(
+        "every copy to be counted current",
+        Duration::from_secs(300),
+        async || injector.copies("current").await == namespaces as f64,
+    )
     .await;
-    println!("rotation: injector ready, {namespaces} copies current, after {:.1} s", startup.as_secs_f64());
+    println!(
+        "rotation: injector ready, {namespaces} copies current, after {:.1} s",
+        startup.as_secs_f64()
+    );
 
     let v2 = source("all-icr-io", "icr.io", "2");
     let new_hash = prepared(config, &[v2.clone()])[0].hash.clone();
     api.clear_requests();
     let started = Instant::now();
     api.replace(v2).await.expect("rotate");
-    let took = wait_for("every copy to hold the rotated content", Duration::from_secs(300), async || {
-        (0..namespaces).all(|i| {
-            api.get("secrets", Some(&format!("team-{i}")), "all-icr-io")
-                .is_some_and(|s| s["metadata"]["annotations"]["pull-secret-injector/content-hash"] == new_hash.as_str())
-        })
-    })
+    let took = wait_for(
+        "every copy to hold the rotated content",
+        Duration::from_secs(300),
+        async || {
+            (0..namespaces).all(|i| {
+                api.get("secrets", Some(&format!("team-{i}")), "all-icr-io")
+                    .is_some_and(|s| {
+                        s["metadata"]["annotations"]["pull-secret-injector/content-hash"]
+                            == new_hash.as_str()
+                    })
+            })
+        },
+    )
     .await;
     let _ = started;
     let mut by_verb: BTreeMap<String, usize> = BTreeMap::new();
     for r in api.requests().iter().filter(|r| r.user == INJECTOR) {
-        *by_verb.entry(format!("{} {}", r.verb, r.resource)).or_default() += 1;
+        *by_verb
+            .entry(format!("{} {}", r.verb, r.resource))
+            .or_default() += 1;
     }
     if let Some(f) = fault {
         api.remove_fault(f);
@@ -320,9 +342,11 @@ async fn memory(dir: &Path) -> bool {
     );
     let fault = latency_fault().map(|f| api.add_fault(f));
     let injector = Injector::start(&api, dir);
-    let synced = wait_for("every copy to be counted", Duration::from_secs(600), async || {
-        injector.copies("current").await == made as f64
-    })
+    let synced = wait_for(
+        "every copy to be counted",
+        Duration::from_secs(600),
+        async || injector.copies("current").await == made as f64,
+    )
     .await;
     let (rss, hwm) = injector.memory_kib();
     if let Some(f) = fault {

@@ -6,7 +6,7 @@
 //! periodic resync) replaces exactly what that watch reported before, and nothing else.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -46,16 +46,87 @@ pub enum Feed {
 }
 
 /// A managed copy, as much of it as decisions and the reconciler need.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CopyMeta {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyMeta<'a> {
     /// Its credential annotation.
-    pub credential: Option<Arc<str>>,
+    pub credential: Option<&'a str>,
     /// Its source annotation.
-    pub source: Option<Arc<str>>,
+    pub source: Option<&'a str>,
     /// Its content-hash annotation.
-    pub hash: Option<Arc<str>>,
+    pub hash: Option<&'a str>,
     /// Its resourceVersion, the precondition of an update.
-    pub resource_version: String,
+    pub resource_version: &'a str,
+}
+
+/// A string by its number in the [`Strings`] table: copies repeat a few credentials, sources,
+/// hashes and names, and 100,000 of them must stay small.
+type Id = u32;
+
+/// Interned strings, renumbered at each full list of copies so that names of namespaces long
+/// gone do not pile up.
+#[derive(Debug, Default)]
+struct Strings {
+    ids: HashMap<Box<str>, Id>,
+    text: Vec<Box<str>>,
+}
+
+impl Strings {
+    fn intern(&mut self, s: &str) -> Id {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = Id::try_from(self.text.len()).unwrap_or(Id::MAX);
+        self.text.push(s.into());
+        self.ids.insert(s.into(), id);
+        id
+    }
+
+    fn id(&self, s: &str) -> Option<Id> {
+        self.ids.get(s).copied()
+    }
+
+    fn get(&self, id: Id) -> &str {
+        self.text.get(id as usize).map_or("", |s| s)
+    }
+}
+
+/// A resourceVersion, inline when short (etcd revisions are), so that a copy costs no
+/// allocation of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Version {
+    Inline(u8, [u8; 22]),
+    Boxed(Box<str>),
+}
+
+impl Version {
+    fn new(s: &str) -> Self {
+        let mut bytes = [0u8; 22];
+        match u8::try_from(s.len()) {
+            Ok(len) if s.len() <= bytes.len() => {
+                bytes[..s.len()].copy_from_slice(s.as_bytes());
+                Version::Inline(len, bytes)
+            }
+            _ => Version::Boxed(s.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Version::Inline(len, bytes) => {
+                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or_default()
+            }
+            Version::Boxed(s) => s,
+        }
+    }
+}
+
+/// A copy as stored: ids into the string table.
+#[derive(Debug, Clone)]
+struct StoredCopy {
+    credential: Option<Id>,
+    source: Option<Id>,
+    hash: Option<Id>,
+    resource_version: Version,
     generation: u64,
 }
 
@@ -72,13 +143,14 @@ pub struct Indexes {
     namespaces: HashMap<String, Entry<NamespaceInfo>>,
     /// Per feed, namespace, then name.
     secrets: BTreeMap<Feed, BTreeMap<String, BTreeMap<String, Entry<Secret>>>>,
-    copies: HashMap<Arc<str>, HashMap<Arc<str>, CopyMeta>>,
+    /// By (namespace, name) ids.
+    copies: HashMap<(Id, Id), StoredCopy>,
+    strings: Strings,
     /// Names the injector found taken by a secret it does not manage.
     foreign: HashSet<(String, String)>,
     /// Per feed: the generation of the list in progress, and whether a list has completed.
     lists: HashMap<Feed, (u64, bool)>,
     next_generation: u64,
-    strings: HashSet<Arc<str>>,
 }
 
 /// The shared index: many readers (admissions), one writer at a time (watch events).
@@ -120,16 +192,6 @@ pub fn is_managed(meta: &ObjectMeta) -> bool {
 }
 
 impl Indexes {
-    /// Interns a string: copies repeat a handful of credentials, sources and hashes.
-    fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(found) = self.strings.get(s) {
-            return found.clone();
-        }
-        let arc: Arc<str> = Arc::from(s);
-        self.strings.insert(arc.clone());
-        arc
-    }
-
     fn generation(&self, feed: &Feed) -> u64 {
         self.lists.get(feed).map_or(0, |(g, _)| *g)
     }
@@ -149,10 +211,8 @@ impl Indexes {
         match feed {
             Feed::Namespaces => self.namespaces.retain(|_, e| e.generation == generation),
             Feed::Copies => {
-                for names in self.copies.values_mut() {
-                    names.retain(|_, c| c.generation == generation);
-                }
-                self.copies.retain(|_, names| !names.is_empty());
+                self.copies.retain(|_, c| c.generation == generation);
+                self.renumber();
             }
             Feed::SourceNamed { .. } | Feed::SourceSelected { .. } | Feed::Locals { .. } => {
                 if let Some(by_ns) = self.secrets.get_mut(feed) {
@@ -163,7 +223,44 @@ impl Indexes {
                 }
             }
         }
-        self.strings.retain(|s| Arc::strong_count(s) > 1);
+    }
+
+    /// Rebuilds the string table with only the strings live copies use, once at least half of
+    /// it is garbage (renumbering rehashes every copy, and briefly holds two maps).
+    fn renumber(&mut self) {
+        let mut live = vec![false; self.strings.text.len()];
+        for ((ns, name), copy) in &self.copies {
+            for id in [
+                Some(*ns),
+                Some(*name),
+                copy.credential,
+                copy.source,
+                copy.hash,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if let Some(slot) = live.get_mut(id as usize) {
+                    *slot = true;
+                }
+            }
+        }
+        let used = live.iter().filter(|l| **l).count();
+        if used * 2 >= live.len() {
+            return;
+        }
+        let old = std::mem::take(&mut self.strings);
+        let remap = |id: Id, strings: &mut Strings| strings.intern(old.get(id));
+        let copies = std::mem::take(&mut self.copies);
+        let mut renumbered = HashMap::with_capacity(copies.len());
+        for ((ns, name), mut copy) in copies {
+            let key = (remap(ns, &mut self.strings), remap(name, &mut self.strings));
+            copy.credential = copy.credential.map(|i| remap(i, &mut self.strings));
+            copy.source = copy.source.map(|i| remap(i, &mut self.strings));
+            copy.hash = copy.hash.map(|i| remap(i, &mut self.strings));
+            renumbered.insert(key, copy);
+        }
+        self.copies = renumbered;
     }
 
     /// Whether `feed` has completed a list since it was added.
@@ -239,26 +336,23 @@ impl Indexes {
             return;
         }
         let generation = self.generation(&Feed::Copies);
-        let copy = CopyMeta {
-            credential: annotation(meta, CREDENTIAL_ANNOTATION).map(|s| self.intern(s)),
-            source: annotation(meta, SOURCE_ANNOTATION).map(|s| self.intern(s)),
-            hash: annotation(meta, CONTENT_HASH_ANNOTATION).map(|s| self.intern(s)),
-            resource_version: meta.resource_version.clone().unwrap_or_default(),
+        let mut intern = |key: &str| annotation(meta, key).map(|s| self.strings.intern(s));
+        let copy = StoredCopy {
+            credential: intern(CREDENTIAL_ANNOTATION),
+            source: intern(SOURCE_ANNOTATION),
+            hash: intern(CONTENT_HASH_ANNOTATION),
+            resource_version: Version::new(meta.resource_version.as_deref().unwrap_or("")),
             generation,
         };
-        let ns = self.intern(ns);
-        let name = self.intern(name);
+        let key = (self.strings.intern(ns), self.strings.intern(name));
         self.foreign.remove(&(ns.to_string(), name.to_string()));
-        self.copies.entry(ns).or_default().insert(name, copy);
+        self.copies.insert(key, copy);
     }
 
     /// Removes a managed copy.
     pub fn delete_copy(&mut self, namespace: &str, name: &str) {
-        if let Some(names) = self.copies.get_mut(namespace) {
-            names.remove(name);
-            if names.is_empty() {
-                self.copies.remove(namespace);
-            }
+        if let (Some(ns), Some(name)) = (self.strings.id(namespace), self.strings.id(name)) {
+            self.copies.remove(&(ns, name));
         }
     }
 
@@ -283,21 +377,36 @@ impl Indexes {
         self.namespaces.len()
     }
 
+    fn view<'a>(&'a self, copy: &'a StoredCopy) -> CopyMeta<'a> {
+        let text = |id: Option<Id>| id.map(|i| self.strings.get(i));
+        CopyMeta {
+            credential: text(copy.credential),
+            source: text(copy.source),
+            hash: text(copy.hash),
+            resource_version: copy.resource_version.as_str(),
+        }
+    }
+
     /// Every managed copy: namespace, name, metadata.
-    pub fn copies(&self) -> impl Iterator<Item = (&str, &str, &CopyMeta)> {
-        self.copies
-            .iter()
-            .flat_map(|(ns, names)| names.iter().map(move |(n, c)| (&**ns, &**n, c)))
+    pub fn copies(&self) -> impl Iterator<Item = (&str, &str, CopyMeta<'_>)> {
+        self.copies.iter().map(|((ns, name), copy)| {
+            (
+                self.strings.get(*ns),
+                self.strings.get(*name),
+                self.view(copy),
+            )
+        })
     }
 
     /// One managed copy.
-    pub fn copy(&self, namespace: &str, name: &str) -> Option<&CopyMeta> {
-        self.copies.get(namespace)?.get(name)
+    pub fn copy(&self, namespace: &str, name: &str) -> Option<CopyMeta<'_>> {
+        let key = (self.strings.id(namespace)?, self.strings.id(name)?);
+        self.copies.get(&key).map(|c| self.view(c))
     }
 
     /// How many managed copies are known.
     pub fn copy_count(&self) -> usize {
-        self.copies.values().map(HashMap::len).sum()
+        self.copies.len()
     }
 }
 
@@ -329,9 +438,9 @@ impl ClusterView for Indexes {
         if let Some(copy) = self.copy(namespace, name) {
             return Some(Occupant {
                 managed: true,
-                credential: copy.credential.as_deref(),
-                source: copy.source.as_deref(),
-                hash: copy.hash.as_deref(),
+                credential: copy.credential,
+                source: copy.source,
+                hash: copy.hash,
             });
         }
         if let Some(secret) = self.secret(namespace, name) {
@@ -397,18 +506,39 @@ mod tests {
         ix.list_done(&Feed::Copies);
         assert_eq!(ix.copy_count(), 1);
         let copy = ix.copy("a", "icr").unwrap();
-        assert_eq!(copy.hash.as_deref(), Some("h2"));
+        assert_eq!(copy.hash, Some("h2"));
         assert_eq!(copy.resource_version, "3");
     }
 
     #[test]
-    fn copies_share_their_strings() {
+    fn strings_of_copies_gone_are_dropped_once_they_are_most_of_the_table() {
+        let mut ix = Indexes::default();
+        ix.list_started(&Feed::Copies);
+        for ns in ["a", "b", "c", "d", "e", "f", "g", "h"] {
+            ix.apply_copy(&meta(ns, "icr", true, "h1", "1"));
+        }
+        ix.list_done(&Feed::Copies);
+        ix.list_started(&Feed::Copies);
+        ix.apply_copy(&meta("a", "icr", true, "h1", "2"));
+        ix.list_done(&Feed::Copies);
+        assert!(ix.strings.id("b").is_none());
+        assert_eq!(ix.strings.text.len(), 4, "a, icr, h1, source");
+        assert_eq!(ix.copy("a", "icr").unwrap().resource_version, "2");
+    }
+
+    #[test]
+    fn copies_share_their_strings_and_keep_long_versions() {
         let mut ix = Indexes::default();
         ix.apply_copy(&meta("a", "icr", true, "h1", "1"));
-        ix.apply_copy(&meta("b", "icr", true, "h1", "2"));
-        let a = ix.copy("a", "icr").unwrap().hash.clone().unwrap();
-        let b = ix.copy("b", "icr").unwrap().hash.clone().unwrap();
-        assert!(Arc::ptr_eq(&a, &b));
+        let long = "9".repeat(40);
+        ix.apply_copy(&meta("b", "icr", true, "h1", &long));
+        assert_eq!(
+            ix.strings.text.len(),
+            5,
+            "a, b, icr (name and credential), h1, source"
+        );
+        assert_eq!(ix.copy("b", "icr").unwrap().resource_version, long);
+        assert_eq!(ix.copy("a", "icr").unwrap().resource_version, "1");
     }
 
     #[test]

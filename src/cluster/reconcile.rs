@@ -129,22 +129,20 @@ pub fn plan_copies(catalog: &Catalog, ix: &Indexes) -> CopyPlan {
         if info.terminating {
             continue;
         }
-        let credential_name = copy.credential.as_deref().unwrap_or("(unknown)");
-        let source_ref = copy.source.as_deref().unwrap_or("");
+        let credential_name = copy.credential.unwrap_or("(unknown)");
+        let source_ref = copy.source.unwrap_or("");
         let credential = config.credential(credential_name);
         let in_scope = credential.is_some_and(|c| c.namespaces.admits(ns, &info.labels))
             && catalog.namespace_exclusion(info).is_none();
         let state = match wanted.get(&(credential_name, source_ref.to_string())) {
             _ if !in_scope => CopyState::Unwanted,
             Some(source) if source.copy_name != name => CopyState::Unwanted,
-            Some(source) if copy.hash.as_deref() == Some(source.hash.as_str()) => {
-                CopyState::Current
-            }
+            Some(source) if copy.hash == Some(source.hash.as_str()) => CopyState::Current,
             Some(source) => {
                 plan.updates.push((
                     ns.to_string(),
                     (*source).clone(),
-                    copy.resource_version.clone(),
+                    copy.resource_version.to_string(),
                 ));
                 CopyState::Stale
             }
@@ -169,7 +167,7 @@ pub fn plan_copies(catalog: &Catalog, ix: &Indexes) -> CopyPlan {
             plan.deletes.push((
                 ns.to_string(),
                 name.to_string(),
-                copy.resource_version.clone(),
+                copy.resource_version.to_string(),
             ));
         }
         *plan
