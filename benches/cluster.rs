@@ -257,7 +257,7 @@ serviceAccounts: ["default"]
     );
 
     let v2 = source("all-icr-io", "icr.io", "2");
-    let new_hash = prepared(config, &[v2.clone()])[0].hash.clone();
+    let new_hash = prepared(config, std::slice::from_ref(&v2))[0].hash.clone();
     api.clear_requests();
     let started = Instant::now();
     api.replace(v2).await.expect("rotate");
