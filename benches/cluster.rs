@@ -259,7 +259,6 @@ serviceAccounts: ["default"]
     let v2 = source("all-icr-io", "icr.io", "2");
     let new_hash = prepared(config, std::slice::from_ref(&v2))[0].hash.clone();
     api.clear_requests();
-    let started = Instant::now();
     api.replace(v2).await.expect("rotate");
     let took = wait_for(
         "every copy to hold the rotated content",
@@ -275,7 +274,6 @@ serviceAccounts: ["default"]
         },
     )
     .await;
-    let _ = started;
     let mut by_verb: BTreeMap<String, usize> = BTreeMap::new();
     for r in api.requests().iter().filter(|r| r.user == INJECTOR) {
         *by_verb

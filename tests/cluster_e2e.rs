@@ -1072,3 +1072,57 @@ fn granted() -> BTreeSet<(String, String)> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_outlive_a_deleted_source_and_it_is_reported() {
+    let cluster = icr_cluster(ICR_CONFIG.replace("prune: false", "prune: true").as_str()).await;
+    cluster.namespace("team-k", json!({})).await;
+    let injector = cluster.start_injector().await;
+    wait_for_reference(&cluster, "team-k", "default", "all-icr-io").await;
+    cluster
+        .api
+        .delete("secrets", Some("default"), "all-icr-io")
+        .await
+        .expect("delete source");
+    eventually("the copy to be counted source_missing", || async {
+        injector
+            .metric("pull_secret_injector_copies{credential=\"icr\",state=\"source_missing\"}")
+            .await
+            == 1.0
+    })
+    .await;
+    // Even with prune on, running workloads keep their credential.
+    assert!(cluster.secret("team-k", "all-icr-io").is_some());
+    assert_eq!(cluster.writes_by_injector("delete", "secrets"), 0);
+    // New pods are told why nothing is injected.
+    cluster.runner("team-k").await;
+    let pod = cluster.create_pod("team-k", &["icr.io/a/b:1"]).await;
+    assert!(pull_secrets(&pod).is_empty());
+    let call = cluster
+        .api
+        .admission_calls()
+        .into_iter()
+        .rev()
+        .find(|c| c.kind == "Pod")
+        .expect("call");
+    assert!(
+        call.warnings.iter().any(|w| w.contains("not found")),
+        "{:?}",
+        call.warnings
+    );
+    // The source comes back: the copy is current again without being rewritten.
+    cluster
+        .api
+        .create(icr_source("1"))
+        .await
+        .expect("source back");
+    eventually("the copy to be current again", || async {
+        injector
+            .metric("pull_secret_injector_copies{credential=\"icr\",state=\"current\"}")
+            .await
+            == 1.0
+    })
+    .await;
+    assert_eq!(cluster.writes_by_injector("patch", "secrets"), 0);
+    injector.stop().await;
+}
