@@ -167,6 +167,18 @@ impl Injector {
             .sum()
     }
 
+    /// CPU seconds the injector has used (user + system).
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start at the state, field 3.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime are fields 14 and 15, at 11 and 12 here; the kernel counts 100/s.
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
     /// (VmRSS, VmHWM) in KiB.
     fn memory_kib(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -347,12 +359,13 @@ async fn memory(dir: &Path) -> bool {
     )
     .await;
     let (rss, hwm) = injector.memory_kib();
+    let cpu = injector.cpu_seconds();
     if let Some(f) = fault {
         api.remove_fault(f);
     }
     let ok = hwm < 50 * 1024;
     println!(
-        "memory: synced after {:.1} s; RSS {:.1} MiB, peak {:.1} MiB (target < 50 MiB: {})",
+        "memory: synced after {:.1} s, {cpu:.1} s of injector CPU; RSS {:.1} MiB, peak {:.1} MiB (target < 50 MiB: {})",
         synced.as_secs_f64(),
         rss as f64 / 1024.0,
         hwm as f64 / 1024.0,
