@@ -174,7 +174,12 @@ impl Injector {
         // Fields after the command name (which may hold spaces) start at the state, field 3.
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         // utime and stime are fields 14 and 15, at 11 and 12 here; the kernel counts 100/s.
         (ticks(11) + ticks(12)) / 100.0
     }
