@@ -63,6 +63,8 @@ pub struct Generated {
     pub cert_pem: String,
     /// The serving certificate's private key (PKCS#8).
     pub key_pem: String,
+    /// When both certificates expire.
+    pub not_after: OffsetDateTime,
 }
 
 impl std::fmt::Debug for Generated {
@@ -108,18 +110,23 @@ fn check_name(name: &str) -> Result<(), CertsError> {
 /// Makes a CA and a serving certificate valid for `days` days for every name in `names` (an IP
 /// address becomes an IP SAN, anything else a DNS SAN; kube-apiserver checks SANs, not the CN).
 pub fn generate(names: &[String], days: u32) -> Result<Generated, CertsError> {
-    if names.is_empty() {
-        return Err(CertsError::NoNames);
-    }
     if !(1..=3650).contains(&days) {
         return Err(CertsError::Days(days));
+    }
+    generate_for(names, Duration::days(i64::from(days)))
+}
+
+/// [`generate`] with any validity (self-signed mode renews its own certificates).
+pub fn generate_for(names: &[String], validity: Duration) -> Result<Generated, CertsError> {
+    if names.is_empty() {
+        return Err(CertsError::NoNames);
     }
     for name in names {
         check_name(name)?;
     }
     // An hour of slack so that a node whose clock runs a little behind accepts it at once.
     let not_before = OffsetDateTime::now_utc() - Duration::hours(1);
-    let not_after = OffsetDateTime::now_utc() + Duration::days(i64::from(days));
+    let not_after = OffsetDateTime::now_utc() + validity;
 
     let mut ca = CertificateParams::default();
     ca.distinguished_name = DistinguishedName::new();
@@ -152,6 +159,7 @@ pub fn generate(names: &[String], days: u32) -> Result<Generated, CertsError> {
         ca_pem: ca_cert.pem(),
         cert_pem: leaf_cert.pem(),
         key_pem: leaf_key.serialize_pem(),
+        not_after,
     })
 }
 

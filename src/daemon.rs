@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::ClusterArgs;
 use crate::cluster::index::ClusterIndex;
+use crate::cluster::self_signed::{self, SelfSignedArgs};
 use crate::config::DEFAULT_CONFIG_MAP;
 use crate::file_source::FileSource;
 use crate::metrics::Metrics;
@@ -31,16 +32,37 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     /// The plain-HTTP metrics address.
     pub metrics_listen: SocketAddr,
-    /// The serving certificate (PEM).
-    pub tls_cert: PathBuf,
-    /// Its private key (PEM).
-    pub tls_key: PathBuf,
+    /// Where the serving certificate comes from.
+    pub tls: TlsSource,
     /// How often the certificate and the file-mode inputs are checked for changes.
     pub reload_interval: Duration,
     /// Input bounds.
     pub limits: Limits,
     /// Cluster mode settings (used when `config` is `None`).
     pub cluster_mode: ClusterOptions,
+}
+
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// PEM files, reloaded when they change (the `certs` command, cert-manager).
+    Files {
+        /// The certificate (leaf first).
+        cert: PathBuf,
+        /// Its private key.
+        key: PathBuf,
+    },
+    /// Made and renewed by the injector, kept in a Secret (cluster mode only).
+    SelfSigned {
+        /// The Service kube-apiserver calls.
+        service: String,
+        /// The Secret holding the pair, in the own namespace.
+        secret: String,
+        /// The MutatingWebhookConfiguration whose `caBundle` is kept.
+        webhook_configuration: String,
+        /// Validity of each new pair.
+        validity: Duration,
+    },
 }
 
 /// How cluster mode reaches the API and paces itself.
@@ -211,15 +233,43 @@ pub async fn start(
         Some(_) => None,
         None => Some(args.cluster_mode.to_args(&args.own_namespace)?),
     };
-    let cert = Arc::new(ServingCert::load(&args.tls_cert, &args.tls_key)?);
     let metrics = Arc::new(Metrics::new());
+    let mut background: Vec<JoinHandle<()>> = Vec::new();
+    let (cert, watch_files) = match &args.tls {
+        TlsSource::Files { cert, key } => (Arc::new(ServingCert::load(cert, key)?), true),
+        TlsSource::SelfSigned {
+            service,
+            secret,
+            webhook_configuration,
+            validity,
+        } => {
+            if args.config.is_some() {
+                return Err(ServeError::Usage(
+                    "--self-signed needs cluster mode (it keeps the certificate in a Secret); \
+                     use --tls-cert and --tls-key with --config"
+                        .to_string(),
+                ));
+            }
+            let client = crate::cluster::client(args.cluster_mode.kubeconfig.as_deref()).await?;
+            let settings = SelfSignedArgs {
+                namespace: args.own_namespace.clone(),
+                service: service.clone(),
+                secret: secret.clone(),
+                webhook_configuration: webhook_configuration.clone(),
+                validity: *validity,
+                interval: args.reload_interval,
+            };
+            let (cert, task) = self_signed::start(client, settings, metrics.clone()).await?;
+            background.push(task);
+            (cert, false)
+        }
+    };
     let app = App::new(
         metrics.clone(),
         args.limits.clone(),
         "config not loaded yet",
     );
 
-    let mut background: Vec<JoinHandle<()>> = Vec::new();
     let mut cluster = None;
     if let Some(config) = args.config.clone() {
         let source = FileSource::new(config, args.cluster.clone(), args.own_namespace.clone());
@@ -254,11 +304,13 @@ pub async fn start(
     tracing::info!("admission listening on https://{admission_addr}");
     tracing::info!("metrics listening on http://{metrics_addr}");
 
-    let interval = args.reload_interval.max(Duration::from_millis(10));
-    let cert_reported = Reported::default();
-    background.push(tokio::spawn(reload::every(interval, move || {
-        reload_cert(&cert, &metrics, &cert_reported)
-    })));
+    if watch_files {
+        let interval = args.reload_interval.max(Duration::from_millis(10));
+        let cert_reported = Reported::default();
+        background.push(tokio::spawn(reload::every(interval, move || {
+            reload_cert(&cert, &metrics, &cert_reported)
+        })));
+    }
     let index = cluster.as_ref().map(|c| c.index().clone());
     let task = tokio::spawn(async move {
         let result = bound.run(shutdown).await;

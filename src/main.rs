@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use pull_secret_injector::certs;
 use pull_secret_injector::cli::{self, CheckArgs, DEFAULT_OWN_NAMESPACE};
-use pull_secret_injector::daemon::{self, ClusterOptions, ServeArgs};
+use pull_secret_injector::daemon::{self, ClusterOptions, ServeArgs, TlsSource};
 use pull_secret_injector::server::Limits;
 use pull_secret_injector::telemetry::{self, LogFormat};
 
@@ -112,11 +112,29 @@ struct Serve {
     #[arg(long, default_value = "0.0.0.0:9090")]
     metrics_listen: SocketAddr,
     /// The serving certificate (PEM, leaf first), reloaded when it changes.
-    #[arg(long, env = "TLS_CERT_FILE")]
-    tls_cert: PathBuf,
+    #[arg(long, env = "TLS_CERT_FILE", required_unless_present = "self_signed")]
+    tls_cert: Option<PathBuf>,
     /// The serving certificate's private key (PEM).
-    #[arg(long, env = "TLS_KEY_FILE")]
-    tls_key: PathBuf,
+    #[arg(long, env = "TLS_KEY_FILE", required_unless_present = "self_signed")]
+    tls_key: Option<PathBuf>,
+    /// Cluster mode: make and renew a CA and serving certificate, keep them in a Secret shared
+    /// by the replicas, and set the webhook's caBundle (instead of --tls-cert/--tls-key).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    self_signed: bool,
+    /// Self-signed mode: the Service kube-apiserver calls; the certificate is for
+    /// SERVICE.NAMESPACE.svc.
+    #[arg(long, default_value = "pull-secret-injector")]
+    service_name: String,
+    /// Self-signed mode: the Secret (in the own namespace) holding the certificate.
+    #[arg(long, default_value = "pull-secret-injector-tls")]
+    tls_secret: String,
+    /// Self-signed mode: the MutatingWebhookConfiguration whose caBundle is kept.
+    #[arg(long, default_value = "pull-secret-injector")]
+    webhook_configuration: String,
+    /// Self-signed mode: validity of each certificate; a new one is made when less than a
+    /// third is left.
+    #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+    self_signed_validity: Duration,
     /// How often the certificate and config files are checked for changes.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     reload_interval: Duration,
@@ -171,8 +189,18 @@ fn serve(s: Serve) -> Result<cli::Output, String> {
         own_namespace: s.own_namespace,
         listen: s.listen,
         metrics_listen: s.metrics_listen,
-        tls_cert: s.tls_cert,
-        tls_key: s.tls_key,
+        tls: match (s.self_signed, s.tls_cert, s.tls_key) {
+            (false, Some(cert), Some(key)) => TlsSource::Files { cert, key },
+            (false, _, _) => {
+                return Err("--tls-cert and --tls-key are required (or --self-signed)".to_string());
+            }
+            (true, _, _) => TlsSource::SelfSigned {
+                service: s.service_name,
+                secret: s.tls_secret,
+                webhook_configuration: s.webhook_configuration,
+                validity: s.self_signed_validity,
+            },
+        },
         reload_interval: s.reload_interval,
         limits: Limits {
             max_concurrent: s.max_concurrent_requests,

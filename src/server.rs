@@ -530,6 +530,9 @@ pub enum ServeError {
     /// Cluster mode cannot start.
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    /// Self-signed mode cannot load or make its certificate.
+    #[error(transparent)]
+    SelfSigned(#[from] crate::cluster::self_signed::SelfSignedError),
     /// Flags that do not fit together.
     #[error("{0}")]
     Usage(String),

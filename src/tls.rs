@@ -160,6 +160,33 @@ impl ServingCert {
         Ok(Reload::Replaced)
     }
 
+    /// A pair held in memory (self-signed mode); `origin` names where it came from in errors.
+    /// [`ServingCert::reload`] has no files to read for it: use [`ServingCert::replace_pem`].
+    pub fn from_pem(origin: &str, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsError> {
+        let cert_path = PathBuf::from(format!("{origin} tls.crt"));
+        let key_path = PathBuf::from(format!("{origin} tls.key"));
+        let pair = parse_pair(&cert_path, cert_pem, &key_path, key_pem)?;
+        Ok(ServingCert {
+            cert_path,
+            key_path,
+            current: ArcSwap::from_pointee(pair),
+            seen: Mutex::new(Fingerprint::of([cert_pem, key_pem])),
+        })
+    }
+
+    /// Serves a new in-memory pair, unless it is the one served already.
+    pub fn replace_pem(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<Reload, TlsError> {
+        let fingerprint = Fingerprint::of([cert_pem, key_pem]);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen == fingerprint {
+            return Ok(Reload::Unchanged);
+        }
+        let pair = parse_pair(&self.cert_path, cert_pem, &self.key_path, key_pem)?;
+        *seen = fingerprint;
+        self.current.store(Arc::new(pair));
+        Ok(Reload::Replaced)
+    }
+
     /// The DER of the certificate served now (the leaf first).
     pub fn current_chain(&self) -> Vec<CertificateDer<'static>> {
         self.current.load().cert.clone()

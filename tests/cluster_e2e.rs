@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use pull_secret_injector::certs;
-use pull_secret_injector::daemon::{self, ClusterOptions, Running, ServeArgs};
+use pull_secret_injector::daemon::{self, ClusterOptions, Running, ServeArgs, TlsSource};
 use pull_secret_injector::server::Limits;
 use support::{FakeApiServer, Fault, FaultKind};
 
@@ -304,8 +304,10 @@ impl Injector {
             own_namespace: OWN_NAMESPACE.to_string(),
             listen: "127.0.0.1:0".parse().expect("addr"),
             metrics_listen: "127.0.0.1:0".parse().expect("addr"),
-            tls_cert: dir.join(certs::CERT_FILE),
-            tls_key: dir.join(certs::KEY_FILE),
+            tls: TlsSource::Files {
+                cert: dir.join(certs::CERT_FILE),
+                key: dir.join(certs::KEY_FILE),
+            },
             reload_interval: Duration::from_secs(1),
             limits: Limits::default(),
             cluster_mode: options,

@@ -24,7 +24,7 @@ use tokio_rustls::client::TlsStream;
 
 use pull_secret_injector::certs;
 use pull_secret_injector::cli::DEFAULT_OWN_NAMESPACE;
-use pull_secret_injector::daemon::{self, Running, ServeArgs};
+use pull_secret_injector::daemon::{self, Running, ServeArgs, TlsSource};
 use pull_secret_injector::server::Limits;
 
 fn examples() -> PathBuf {
@@ -76,8 +76,10 @@ fn args(config: &Path, cluster: Vec<PathBuf>, cert_dir: &Path, limits: Limits) -
         own_namespace: DEFAULT_OWN_NAMESPACE.to_string(),
         listen: "127.0.0.1:0".parse().expect("addr"),
         metrics_listen: "127.0.0.1:0".parse().expect("addr"),
-        tls_cert: cert_dir.join(certs::CERT_FILE),
-        tls_key: cert_dir.join(certs::KEY_FILE),
+        tls: TlsSource::Files {
+            cert: cert_dir.join(certs::CERT_FILE),
+            key: cert_dir.join(certs::KEY_FILE),
+        },
         reload_interval: Duration::from_millis(50),
         limits,
         cluster_mode: Default::default(),

@@ -8,6 +8,7 @@
 
 pub mod index;
 pub mod reconcile;
+pub mod self_signed;
 mod watches;
 pub mod writer;
 
