@@ -84,9 +84,10 @@ fn copy_object(source: &PreparedSource, ns: &str) -> Value {
 /// A fake cluster with the injector's namespace, RBAC and config.
 async fn cluster(config: &str) -> FakeApiServer {
     let api = FakeApiServer::start().await;
-    let rbac =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/rbac.yaml"))
-            .expect("rbac");
+    let rbac = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/base/rbac.yaml"),
+    )
+    .expect("rbac");
     api.load_rbac(&rbac).expect("rbac");
     for ns in [OWN, "default"] {
         api.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))

@@ -1,5 +1,5 @@
 //! End to end: the real `serve` in cluster mode against the in-process fake kube-apiserver
-//! (`tests/support/`), through a kubeconfig, with `manifests/rbac.yaml` enforced. The fake calls
+//! (`tests/support/`), through a kubeconfig, with `manifests/base/rbac.yaml` enforced. The fake calls
 //! the webhook over CA-verified HTTPS on Pod and ServiceAccount creation, as kube-apiserver
 //! does, and stores what the patch makes of the object; the tests read back the stored objects.
 //!
@@ -61,7 +61,7 @@ struct Cluster {
 impl Cluster {
     async fn new(config_yaml: &str) -> Cluster {
         let api = FakeApiServer::start().await;
-        let rbac = std::fs::read_to_string(repo().join("manifests/rbac.yaml")).expect("rbac");
+        let rbac = std::fs::read_to_string(repo().join("manifests/base/rbac.yaml")).expect("rbac");
         api.load_rbac(&rbac).expect("rbac loads");
         let cluster = Cluster {
             api,
@@ -332,39 +332,22 @@ impl Injector {
         injector
     }
 
-    /// Registers this replica as the cluster's mutating webhook, as the manifests do.
+    /// Registers this replica as the cluster's mutating webhook: the configuration of
+    /// `manifests/base/webhook.yaml`, with the Service reference replaced by this replica's URL.
     fn register(&self, api: &FakeApiServer) {
-        let config: MutatingWebhookConfiguration = serde_json::from_value(json!({
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": "pull-secret-injector"},
-            "webhooks": [{
-                "name": "pull-secret-injector.pull-secret-injector.svc",
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "NoneOnDryRun",
-                "failurePolicy": "Ignore",
-                "timeoutSeconds": 10,
-                "reinvocationPolicy": "IfNeeded",
-                "matchPolicy": "Equivalent",
-                "clientConfig": {
-                    "url": format!("https://127.0.0.1:{}/mutate", self.running.admission_addr.port()),
-                    "caBundle": STANDARD.encode(&self.ca_pem),
-                },
-                "rules": [{
-                    "operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-                    "resources": ["pods", "serviceaccounts"], "scope": "Namespaced",
-                }],
-                "namespaceSelector": {"matchExpressions": [
-                    {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
-                     "values": ["kube-system", OWN_NAMESPACE]},
-                    {"key": "pull-secret-injector/inject", "operator": "NotIn", "values": ["false"]},
-                ]},
-                "objectSelector": {"matchExpressions": [
-                    {"key": "pull-secret-injector/inject", "operator": "NotIn", "values": ["false"]},
-                ]},
-            }],
-        }))
-        .expect("webhook configuration");
+        let text = std::fs::read_to_string(repo().join("manifests/base/webhook.yaml"))
+            .expect("webhook manifest");
+        let mut config: MutatingWebhookConfiguration =
+            serde_yaml::from_str(&text).expect("webhook configuration");
+        for webhook in config.webhooks.iter_mut().flatten() {
+            webhook.client_config.service = None;
+            webhook.client_config.url = Some(format!(
+                "https://127.0.0.1:{}/mutate",
+                self.running.admission_addr.port()
+            ));
+            webhook.client_config.ca_bundle =
+                Some(k8s_openapi::ByteString(self.ca_pem.clone().into_bytes()));
+        }
         api.register_webhook(config);
     }
 
@@ -992,7 +975,7 @@ async fn a_terminating_namespace_is_never_written() {
     injector.stop().await;
 }
 
-/// `manifests/rbac.yaml` grants exactly what the injector uses: a scenario that drives every
+/// `manifests/base/rbac.yaml` grants exactly what the injector uses: a scenario that drives every
 /// code path that talks to the API (watches, copies made, adopted and refused, rotation,
 /// backfill, prune, an Event) runs with the manifest enforced, and the requests the injector
 /// made are compared with the grants.
@@ -1047,7 +1030,7 @@ async fn the_rbac_manifest_grants_exactly_what_the_injector_uses() {
 
 /// Every (resource, verb) the manifest grants, from its Roles and ClusterRoles.
 fn granted() -> BTreeSet<(String, String)> {
-    let text = std::fs::read_to_string(repo().join("manifests/rbac.yaml")).expect("rbac");
+    let text = std::fs::read_to_string(repo().join("manifests/base/rbac.yaml")).expect("rbac");
     let mut out = BTreeSet::new();
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let value = serde_yaml::Value::deserialize(doc).expect("yaml");
