@@ -1147,7 +1147,11 @@ async fn self_signed_mode_makes_shares_publishes_and_renews_its_certificate() {
     cluster.runner("team-s").await;
 
     let first = Injector::start_self_signed(&cluster, "first").await;
-    cluster.api.route_service(OWN_NAMESPACE, "pull-secret-injector", first.running.admission_addr);
+    cluster.api.route_service(
+        OWN_NAMESPACE,
+        "pull-secret-injector",
+        first.running.admission_addr,
+    );
     let secret = cluster
         .secret(OWN_NAMESPACE, "pull-secret-injector-tls")
         .expect("the certificate Secret");
@@ -1158,23 +1162,39 @@ async fn self_signed_mode_makes_shares_publishes_and_renews_its_certificate() {
     })
     .await;
     let pod = cluster.create_pod("team-s", &["icr.io/a/b:1"]).await;
-    assert_eq!(pull_secrets(&pod), ["all-icr-io"], "TLS verified with the published CA");
+    assert_eq!(
+        pull_secrets(&pod),
+        ["all-icr-io"],
+        "TLS verified with the published CA"
+    );
 
     // A second replica adopts the same pair: the Secret is not written again.
     let version = secret["metadata"]["resourceVersion"].clone();
     let second = Injector::start_self_signed(&cluster, "second").await;
-    cluster.api.route_service(OWN_NAMESPACE, "pull-secret-injector", second.running.admission_addr);
+    cluster.api.route_service(
+        OWN_NAMESPACE,
+        "pull-secret-injector",
+        second.running.admission_addr,
+    );
     let pod = cluster.create_pod("team-s", &["icr.io/a/b:1"]).await;
-    assert_eq!(pull_secrets(&pod), ["all-icr-io"], "the second replica serves the same pair");
-    let after = cluster.secret(OWN_NAMESPACE, "pull-secret-injector-tls").expect("secret");
+    assert_eq!(
+        pull_secrets(&pod),
+        ["all-icr-io"],
+        "the second replica serves the same pair"
+    );
+    let after = cluster
+        .secret(OWN_NAMESPACE, "pull-secret-injector-tls")
+        .expect("secret");
     assert_eq!(after["metadata"]["resourceVersion"], version);
 
     // Close to expiry: one replica renews, the new CA joins the old one in caBundle, and the
     // webhook keeps working throughout.
     let mut expiring = after.clone();
     let soon = time::OffsetDateTime::now_utc() + time::Duration::days(1);
-    expiring["metadata"]["annotations"]["pull-secret-injector/not-after"] =
-        json!(soon.format(&time::format_description::well_known::Rfc3339).expect("format"));
+    expiring["metadata"]["annotations"]["pull-secret-injector/not-after"] = json!(
+        soon.format(&time::format_description::well_known::Rfc3339)
+            .expect("format")
+    );
     if let Some(meta) = expiring["metadata"].as_object_mut() {
         meta.remove("resourceVersion");
     }
@@ -1197,9 +1217,11 @@ async fn self_signed_mode_makes_shares_publishes_and_renews_its_certificate() {
     })
     .await;
     for injector in [&first, &second] {
-        cluster
-            .api
-            .route_service(OWN_NAMESPACE, "pull-secret-injector", injector.running.admission_addr);
+        cluster.api.route_service(
+            OWN_NAMESPACE,
+            "pull-secret-injector",
+            injector.running.admission_addr,
+        );
         eventually("the replica to serve the renewed pair", || async {
             let pod = cluster.create_pod("team-s", &["icr.io/a/b:1"]).await;
             pull_secrets(&pod) == ["all-icr-io"]
@@ -1222,7 +1244,11 @@ fn register_manifest_webhook(api: &FakeApiServer) {
 
 fn webhook_ca_bundle(api: &FakeApiServer) -> String {
     let config = api
-        .get("mutatingwebhookconfigurations", None, "pull-secret-injector")
+        .get(
+            "mutatingwebhookconfigurations",
+            None,
+            "pull-secret-injector",
+        )
         .expect("webhook configuration");
     let encoded = config["webhooks"][0]["clientConfig"]["caBundle"]
         .as_str()

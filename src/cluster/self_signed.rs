@@ -450,3 +450,78 @@ impl SelfSigned {
         self.publish(&material.ca_bundle).await.map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> SelfSignedArgs {
+        SelfSignedArgs {
+            namespace: "psi".to_string(),
+            service: "hook".to_string(),
+            secret: "hook-tls".to_string(),
+            webhook_configuration: "hook".to_string(),
+            validity: Duration::from_secs(300 * 24 * 3600),
+            interval: Duration::from_secs(10),
+        }
+    }
+
+    fn material(not_after: Option<OffsetDateTime>, names: &str) -> Material {
+        Material {
+            ca_bundle: "-----BEGIN CERTIFICATE-----\nnew\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nold\n-----END CERTIFICATE-----\n".to_string(),
+            cert_pem: String::new(),
+            key_pem: String::new(),
+            not_after,
+            names: names.to_string(),
+            resource_version: None,
+        }
+    }
+
+    #[test]
+    fn the_certificate_names_the_service_as_kube_apiserver_dials_it() {
+        assert_eq!(
+            args().dns_names(),
+            ["hook.psi.svc", "hook.psi.svc.cluster.local"]
+        );
+    }
+
+    #[test]
+    fn a_pair_is_renewed_in_its_last_third_or_when_its_names_or_expiry_are_unknown() {
+        let args = args();
+        let names = args.dns_names().join(",");
+        let now = OffsetDateTime::now_utc();
+        let day = time::Duration::days(1);
+        assert!(!material(Some(now + 101 * day), &names).due(&args, now));
+        assert!(material(Some(now + 99 * day), &names).due(&args, now));
+        assert!(material(Some(now - day), &names).due(&args, now));
+        assert!(material(None, &names).due(&args, now));
+        assert!(material(Some(now + 200 * day), "other.psi.svc").due(&args, now));
+    }
+
+    #[test]
+    fn the_newest_ca_is_the_first_of_the_bundle() {
+        let m = material(None, "");
+        assert_eq!(
+            m.newest_ca(),
+            Some("-----BEGIN CERTIFICATE-----\nnew\n-----END CERTIFICATE-----")
+        );
+    }
+
+    #[test]
+    fn a_secret_without_every_key_is_not_usable_and_debug_hides_the_key() {
+        let mut secret = Secret {
+            data: Some(BTreeMap::from([
+                (CA_KEY.to_string(), ByteString(b"ca".to_vec())),
+                (CERT_KEY.to_string(), ByteString(b"cert".to_vec())),
+            ])),
+            ..Default::default()
+        };
+        assert!(Material::read(&secret).is_none());
+        secret.data.as_mut().expect("data").insert(
+            KEY_KEY.to_string(),
+            ByteString(b"PRIVATE-KEY-BYTES".to_vec()),
+        );
+        let m = Material::read(&secret).expect("complete");
+        assert!(!format!("{m:?}").contains("PRIVATE-KEY-BYTES"));
+    }
+}
