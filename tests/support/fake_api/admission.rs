@@ -1,15 +1,17 @@
 //! Admission on CREATE: the built-in ServiceAccount plugin, then mutating webhooks called over
-//! HTTPS exactly as kube-apiserver calls them (AdmissionReview v1, `?timeout=Ns`, caBundle as
-//! the only trust root, failurePolicy, sideEffects on dry runs).
+//! HTTPS exactly as kube-apiserver calls them (AdmissionReview v1, `?timeout=Ns`, the
+//! certificates of caBundle as the only trust roots, failurePolicy, sideEffects on dry runs).
+//! The webhooks are the MutatingWebhookConfigurations in the store, read afresh for every call.
 
 use std::time::Duration;
 
 use base64::Engine;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhook;
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhook, MutatingWebhookConfiguration};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::api::Ctx;
-use super::meta::{ResourceInfo, labels, meta_str, new_uid};
+use super::meta::{ADMISSIONREGISTRATION, ResourceInfo, labels, meta_str, new_uid};
 use super::selectors::k8s_selector_matches;
 use super::status::Failure;
 use super::validation::check_typed;
@@ -90,9 +92,28 @@ fn rules_match(hook: &MutatingWebhook, info: &ResourceInfo) -> bool {
             Some("Cluster") => !info.namespaced,
             _ => true,
         };
-        ops && resources && scope && has(&r.api_groups, "") && has(&r.api_versions, "v1")
+        ops && resources
+            && scope
+            && has(&r.api_groups, info.group)
+            && has(&r.api_versions, info.version)
     })
 }
+
+/// The stored MutatingWebhookConfigurations, in name order (the store's key order), as they
+/// are now: the admission path reads them at every call, so an update through the API (a new
+/// caBundle, say) takes effect from the next call on.
+fn stored_configs(core: &Core) -> Vec<MutatingWebhookConfiguration> {
+    let store = lock(&core.store);
+    store
+        .objects
+        .iter()
+        .filter(|((resource, _, _), _)| resource == WEBHOOK_CONFIGS)
+        // Stored objects passed decoding; one that no longer would is skipped, not fatal.
+        .filter_map(|(_, obj)| MutatingWebhookConfiguration::deserialize(obj).ok())
+        .collect()
+}
+
+const WEBHOOK_CONFIGS: &str = "mutatingwebhookconfigurations";
 
 /// Calls every matching webhook in kube's order (configurations by name, then webhooks as
 /// listed), each seeing the previous one's mutations.
@@ -103,7 +124,11 @@ pub(crate) async fn run_webhooks(
     namespace: &str,
     obj: &mut Value,
 ) -> Result<(), Failure> {
-    let configs: Vec<_> = lock(&core.webhooks).values().cloned().collect();
+    // kube never calls webhooks on webhook configurations, so that none can lock itself out.
+    if info.group == ADMISSIONREGISTRATION {
+        return Ok(());
+    }
+    let configs = stored_configs(core);
     if configs.is_empty() {
         return Ok(());
     }
@@ -259,10 +284,10 @@ async fn invoke(
     }
     let mut request = json!({
         "uid": uid,
-        "kind": {"group": "", "version": "v1", "kind": info.kind},
-        "resource": {"group": "", "version": "v1", "resource": info.resource},
-        "requestKind": {"group": "", "version": "v1", "kind": info.kind},
-        "requestResource": {"group": "", "version": "v1", "resource": info.resource},
+        "kind": {"group": info.group, "version": info.version, "kind": info.kind},
+        "resource": {"group": info.group, "version": info.version, "resource": info.resource},
+        "requestKind": {"group": info.group, "version": info.version, "kind": info.kind},
+        "requestResource": {"group": info.group, "version": info.version, "resource": info.resource},
         "operation": "CREATE",
         "userInfo": {"username": ctx.user.username, "groups": ctx.user.groups},
         "object": obj,

@@ -144,7 +144,7 @@ pub(crate) async fn create(
     let stored = {
         let mut store = lock(&core.store);
         if store.get(info.resource, &namespace, &name).is_some() {
-            return Err(Failure::already_exists(info.resource, &name));
+            return Err(Failure::already_exists(&info.qualified_resource(), &name));
         }
         // The namespace may have gone while the webhooks ran.
         namespace_lifecycle(&store, info, &namespace, &name)?;
@@ -205,11 +205,11 @@ fn update_locked(
     }
     decode(info, &obj)?;
     let Some(old) = store.get(info.resource, namespace, name).cloned() else {
-        return Err(Failure::not_found(info.resource, name));
+        return Err(Failure::not_found(&info.qualified_resource(), name));
     };
     let rv = meta_str(&obj, "resourceVersion");
     if !rv.is_empty() && rv != meta_str(&old, "resourceVersion") {
-        return Err(Failure::stale(info.resource, name));
+        return Err(Failure::stale(&info.qualified_resource(), name));
     }
     default_on_decode(info, &mut obj);
     let meta = meta_mut(&mut obj);
@@ -257,12 +257,16 @@ fn update_locked(
         // kube skips the write (no new resourceVersion, no event) when nothing changed.
         return Ok(old);
     }
-    if info.kind == "Pod" && obj.get("spec") != old.get("spec") {
-        let generation = old
-            .get("metadata")
-            .and_then(|m| m.get("generation"))
-            .and_then(Value::as_i64)
-            .unwrap_or(1);
+    // The generation follows the spec: a Pod's spec, a webhook configuration's webhooks.
+    let spec_field = match info.kind {
+        "Pod" => Some("spec"),
+        "MutatingWebhookConfiguration" => Some("webhooks"),
+        _ => None,
+    };
+    if let Some(field) = spec_field
+        && obj.get(field) != old.get(field)
+    {
+        let generation = meta_i64(&old, "generation").unwrap_or(1);
         meta_mut(&mut obj).insert("generation".into(), json!(generation + 1));
     }
     if ctx.dry_run {
@@ -322,7 +326,7 @@ pub(crate) async fn patch(
     }
     let mut store = lock(&core.store);
     let Some(current) = store.get(info.resource, &ns, name).cloned() else {
-        return Err(Failure::not_found(info.resource, name));
+        return Err(Failure::not_found(&info.qualified_resource(), name));
     };
     let patched = apply_patch(kind, info.kind, &current, body)?;
     update_locked(&mut store, ctx, info, &ns, name, patched)
@@ -339,7 +343,7 @@ pub(crate) fn delete(
     let ns = ns_key(info, namespace);
     let mut store = lock(&core.store);
     let Some(current) = store.get(info.resource, &ns, name).cloned() else {
-        return Err(Failure::not_found(info.resource, name));
+        return Err(Failure::not_found(&info.qualified_resource(), name));
     };
     let preconditions = options.and_then(|o| o.get("preconditions"));
     for (field, label) in [("resourceVersion", "ResourceVersion"), ("uid", "UID")] {
@@ -350,7 +354,7 @@ pub(crate) fn delete(
             let actual = meta_str(&current, field);
             if wanted != actual {
                 return Err(Failure::conflict(
-                    info.resource,
+                    &info.qualified_resource(),
                     name,
                     &format!(
                         "Precondition failed: {label} in precondition: {wanted}, {label} in object meta: {actual}"
@@ -388,6 +392,69 @@ pub(crate) fn delete(
         .unwrap_or(current))
 }
 
+/// Stores `obj` as given (created, or replacing the object of its name), with defaults and
+/// the server's metadata but without validation or admission: what the direct registration of
+/// a webhook configuration needs, since tests register some a real apiserver would refuse.
+pub(crate) fn put_unchecked(
+    core: &Core,
+    info: &'static ResourceInfo,
+    mut obj: Value,
+) -> Result<Value, Failure> {
+    check_type_meta(info, &mut obj)?;
+    default_on_decode(info, &mut obj);
+    let name = meta_str(&obj, "name").to_string();
+    if name.is_empty() {
+        return Err(Failure::invalid(
+            &info.qualified_kind(),
+            "",
+            &[FieldError::required("metadata.name", "name is required")],
+        ));
+    }
+    let namespace = if info.namespaced {
+        meta_str(&obj, "namespace").to_string()
+    } else {
+        meta_mut(&mut obj).remove("namespace");
+        String::new()
+    };
+    let mut store = lock(&core.store);
+    let old = store.get(info.resource, &namespace, &name).cloned();
+    let meta = meta_mut(&mut obj);
+    meta.remove("resourceVersion");
+    match &old {
+        Some(old) => {
+            for field in ["uid", "creationTimestamp", "generation"] {
+                match old.get("metadata").and_then(|m| m.get(field)) {
+                    Some(v) => meta.insert(field.into(), v.clone()),
+                    None => meta.remove(field),
+                };
+            }
+        }
+        None => {
+            meta.insert("uid".into(), json!(new_uid()));
+            meta.insert("creationTimestamp".into(), json!(now()));
+            meta.insert("generation".into(), json!(1));
+        }
+    }
+    if let Some(old) = &old {
+        let mut unchanged = old.clone();
+        meta_mut(&mut unchanged).remove("resourceVersion");
+        if unchanged == obj {
+            return Ok(old.clone());
+        }
+        if obj.get("webhooks") != old.get("webhooks") {
+            let generation = meta_i64(old, "generation").unwrap_or(1);
+            meta_mut(&mut obj).insert("generation".into(), json!(generation + 1));
+        }
+    }
+    Ok(store.put(key(info.resource, &namespace, &name), obj))
+}
+
+fn meta_i64(obj: &Value, field: &str) -> Option<i64> {
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_i64)
+}
+
 pub(crate) fn get(
     core: &Core,
     info: &ResourceInfo,
@@ -398,7 +465,7 @@ pub(crate) fn get(
     lock(&core.store)
         .get(info.resource, &ns, name)
         .cloned()
-        .ok_or_else(|| Failure::not_found(info.resource, name))
+        .ok_or_else(|| Failure::not_found(&info.qualified_resource(), name))
 }
 
 pub(crate) struct ListQuery {
@@ -535,6 +602,6 @@ pub(crate) fn list(
     Ok(if q.metadata_only {
         json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "items": items})
     } else {
-        json!({"kind": format!("{}List", info.kind), "apiVersion": "v1", "metadata": metadata, "items": items})
+        json!({"kind": format!("{}List", info.kind), "apiVersion": info.api_version(), "metadata": metadata, "items": items})
     })
 }

@@ -1,5 +1,6 @@
-//! The HTTPS front: TLS, bearer-token authentication, routing of kube's URL shapes to verbs,
-//! fault injection, RBAC, and request records.
+//! The HTTPS front: TLS, bearer-token authentication, routing of kube's URL shapes (`/api/v1/...`
+//! for the core group, `/apis/{group}/{version}/...` for the others) to verbs, discovery, fault
+//! injection, RBAC, and request records.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use tokio::net::TcpListener;
 
 use super::api::{self, Ctx, ListQuery};
 use super::faults::FaultKind;
-use super::meta::{RESOURCES, ResourceInfo, by_resource, parse_query, partial};
+use super::meta::{RESOURCES, ResourceInfo, by_group_resource, parse_query, partial};
 use super::patch::PatchKind;
 use super::rbac::{Attributes, UserInfo, denial};
 use super::selectors::{FieldSelector, LabelSelector};
@@ -100,9 +101,11 @@ enum Route {
     Fail(Failure),
 }
 
-fn discovery_resources() -> Value {
+/// The APIResourceList of one group version.
+fn discovery_resources(group: &str, version: &str) -> Value {
     let resources: Vec<Value> = RESOURCES
         .iter()
+        .filter(|r| r.group == group && r.version == version)
         .map(|r| {
             json!({
                 "name": r.resource,
@@ -113,7 +116,30 @@ fn discovery_resources() -> Value {
             })
         })
         .collect();
-    json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": resources})
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
+}
+
+/// The named groups (everything but core), each with its one version.
+fn api_groups() -> Vec<Value> {
+    let mut groups: Vec<(&str, &str)> = RESOURCES
+        .iter()
+        .filter(|r| !r.group.is_empty())
+        .map(|r| (r.group, r.version))
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+        .into_iter()
+        .map(|(group, version)| {
+            let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+            json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect()
 }
 
 fn route(method: &str, path: &str, watch: bool) -> Route {
@@ -122,7 +148,7 @@ fn route(method: &str, path: &str, watch: bool) -> Route {
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
-    let rest = match segments.as_slice() {
+    let (group, version, rest) = match segments.as_slice() {
         ["version"] => {
             return Route::Public(json!({
                 "major": "1", "minor": "35", "gitVersion": "v1.35.0-fake", "gitCommit": "",
@@ -137,11 +163,33 @@ fn route(method: &str, path: &str, watch: bool) -> Route {
         }
         ["apis"] => {
             return Route::Discovery(
-                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
+                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": api_groups()}),
             );
         }
-        ["api", "v1"] => return Route::Discovery(discovery_resources()),
-        ["api", "v1", rest @ ..] => rest,
+        ["apis", group] => {
+            return match api_groups().into_iter().find(|g| g["name"] == *group) {
+                Some(mut g) => {
+                    g["kind"] = json!("APIGroup");
+                    g["apiVersion"] = json!("v1");
+                    Route::Discovery(g)
+                }
+                None => Route::Fail(Failure::no_such_path()),
+            };
+        }
+        ["api", "v1"] => return Route::Discovery(discovery_resources("", "v1")),
+        ["apis", group, version] => {
+            let served = RESOURCES
+                .iter()
+                .any(|r| r.group == *group && r.version == *version);
+            return if served {
+                Route::Discovery(discovery_resources(group, version))
+            } else {
+                Route::Fail(Failure::no_such_path())
+            };
+        }
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        // The core group has no /apis path: "" would otherwise match an empty segment.
+        ["apis", group, version, rest @ ..] if !group.is_empty() => (*group, *version, rest),
         _ => return Route::Fail(Failure::no_such_path()),
     };
     let (resource, namespace, name) = match rest {
@@ -152,7 +200,7 @@ fn route(method: &str, path: &str, watch: bool) -> Route {
         [resource, name] => (*resource, None, Some(*name)),
         _ => return Route::Fail(Failure::no_such_path()),
     };
-    let Some(info) = by_resource(resource) else {
+    let Some(info) = by_group_resource(group, version, resource) else {
         return Route::Fail(Failure::no_such_path());
     };
     // A namespaced resource by name needs its namespace; a cluster one must not have one.
@@ -322,13 +370,14 @@ async fn serve_resource_inner(
         });
         let attrs = Attributes {
             verb: target.verb,
+            api_group: info.group,
             resource: info.resource,
             namespace: auth_ns,
             name: auth_name,
         };
         if !lock(&core.rbac).allows(&user, &attrs) {
             return Err(Failure::forbidden(
-                info.resource,
+                &info.qualified_resource(),
                 target.name.as_deref().unwrap_or(""),
                 &denial(&user, &attrs),
             ));

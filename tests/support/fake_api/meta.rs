@@ -6,53 +6,121 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value, json};
 
-/// One core/v1 resource the fake serves.
+/// One resource the fake serves; `group` is "" for the core group.
 #[derive(Debug)]
 pub(crate) struct ResourceInfo {
+    pub group: &'static str,
+    pub version: &'static str,
     pub resource: &'static str,
     pub kind: &'static str,
     pub namespaced: bool,
 }
 
+impl ResourceInfo {
+    /// `v1`, or `group/v1`, as objects carry it.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// kube's `GroupResource.String()`: `secrets`, or `resource.group` outside the core group,
+    /// which is how Status messages name the resource.
+    pub fn qualified_resource(&self) -> String {
+        qualify(self.resource, self.group)
+    }
+
+    /// `GroupKind.String()`, as Invalid errors name the kind.
+    pub fn qualified_kind(&self) -> String {
+        qualify(self.kind, self.group)
+    }
+}
+
+fn qualify(name: &str, group: &str) -> String {
+    if group.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}.{group}")
+    }
+}
+
+pub(crate) const ADMISSIONREGISTRATION: &str = "admissionregistration.k8s.io";
+
 pub(crate) const RESOURCES: &[ResourceInfo] = &[
     ResourceInfo {
+        group: "",
+        version: "v1",
         resource: "namespaces",
         kind: "Namespace",
         namespaced: false,
     },
     ResourceInfo {
+        group: "",
+        version: "v1",
         resource: "secrets",
         kind: "Secret",
         namespaced: true,
     },
     ResourceInfo {
+        group: "",
+        version: "v1",
         resource: "serviceaccounts",
         kind: "ServiceAccount",
         namespaced: true,
     },
     ResourceInfo {
+        group: "",
+        version: "v1",
         resource: "configmaps",
         kind: "ConfigMap",
         namespaced: true,
     },
     ResourceInfo {
+        group: "",
+        version: "v1",
         resource: "pods",
         kind: "Pod",
         namespaced: true,
     },
     ResourceInfo {
+        group: "",
+        version: "v1",
         resource: "events",
         kind: "Event",
         namespaced: true,
     },
+    ResourceInfo {
+        group: ADMISSIONREGISTRATION,
+        version: "v1",
+        resource: "mutatingwebhookconfigurations",
+        kind: "MutatingWebhookConfiguration",
+        namespaced: false,
+    },
 ];
 
+/// By plural name alone: the names are unique across the groups the fake serves.
 pub(crate) fn by_resource(resource: &str) -> Option<&'static ResourceInfo> {
     RESOURCES.iter().find(|r| r.resource == resource)
 }
 
-pub(crate) fn by_kind(kind: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.kind == kind)
+/// By group, version and plural name, as a URL names it.
+pub(crate) fn by_group_resource(
+    group: &str,
+    version: &str,
+    resource: &str,
+) -> Option<&'static ResourceInfo> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.resource == resource)
+}
+
+/// By kind and apiVersion, as an object names itself.
+pub(crate) fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
+    RESOURCES
+        .iter()
+        .find(|r| r.kind == kind && r.api_version() == api_version)
 }
 
 /// `metadata.<field>` as a string, "" when absent.

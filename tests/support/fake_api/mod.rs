@@ -1,19 +1,32 @@
-//! An in-process fake of kube-apiserver's core/v1 REST API, for end-to-end tests that run real
-//! kube-rs clients (and the webhook under test) against it through a kubeconfig.
+//! An in-process fake of kube-apiserver's core/v1 REST API and of admissionregistration.k8s.io/v1
+//! MutatingWebhookConfigurations, for end-to-end tests that run real kube-rs clients (and the
+//! webhook under test) against it through a kubeconfig.
 //!
 //! It speaks the real protocol (HTTPS with its own CA, bearer tokens, Status errors, list
 //! pagination, chunked watch streams with bookmarks and 410 expiry, metadata-only
 //! `as=PartialObjectMetadata` responses, the four patch types, dryRun) and behaves like the control
 //! plane where clients can tell: NamespaceLifecycle, ServiceAccount admission for pods, mutating
 //! webhooks over HTTPS, the `default` ServiceAccount of new namespaces, namespace termination,
-//! and RBAC for ServiceAccount users.
+//! and RBAC for ServiceAccount users (rules match on API group, resource, verb and
+//! resourceNames).
+//!
+//! Mutating webhooks are the MutatingWebhookConfigurations in the store, served at
+//! `/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations` with every verb, error,
+//! record and fault core resources get. [`FakeApiServer::register_webhook`] writes to the same
+//! store, and admission reads the configurations afresh for every call: a `caBundle` patched
+//! through the API is what the next call verifies the webhook's certificate against. Every PEM
+//! certificate in `caBundle` is a trust root (old and new CA during a renewal); an empty bundle,
+//! or one that did not sign the webhook's certificate, fails the call with a TLS error, which
+//! `failurePolicy` then decides about. `/apis`, `/apis/admissionregistration.k8s.io` and
+//! `/apis/admissionregistration.k8s.io/v1` answer discovery.
 //!
 //! Simplified against the real apiserver, knowingly:
 //! - Server-side apply merges the applied configuration like a strategic merge patch; it keeps
 //!   no managedFields and never reports field-manager conflicts (`force` is accepted and ignored).
 //! - Strategic merge knows only the merge keys of the lists in these types that tests touch
 //!   (imagePullSecrets, secrets, containers, initContainers, ephemeralContainers, volumes, env,
-//!   ports, volumeMounts, ownerReferences); `$setElementOrder`, `$retainKeys` and
+//!   ports, volumeMounts, ownerReferences, and a webhook configuration's webhooks by `name`);
+//!   `$setElementOrder`, `$retainKeys` and
 //!   `$deleteFromPrimitiveList` are ignored; `$patch: delete|replace` work.
 //! - A list with an exact or not-older-than resourceVersion, and the later pages of a paginated
 //!   list, are served from the current state (the reported resourceVersion is the requested one);
@@ -22,7 +35,19 @@
 //! - A watch from a version newer than the current one starts from now.
 //! - Webhooks are called on CREATE only (UPDATE/DELETE/CONNECT rules never fire), for every
 //!   resource their rules match; `reinvocationPolicy`, `matchPolicy`, `matchConditions` and
-//!   `clientConfig.service` are not supported (a service reference fails the call).
+//!   `clientConfig.service` are not supported (a service reference fails the call). As in kube,
+//!   no webhook is called on webhook configurations themselves.
+//! - An empty `caBundle` trusts nothing (kube would fall back to the system roots, which do not
+//!   hold a test CA either). A new HTTPS client is made for every call, so nothing of an earlier
+//!   TLS session carries over.
+//! - MutatingWebhookConfiguration validation covers webhook names (three DNS segments, no
+//!   duplicates), `sideEffects` (None/NoneOnDryRun), `failurePolicy`, `admissionReviewVersions`,
+//!   url-or-service and `timeoutSeconds`; rules, selectors, URLs and `matchConditions` are not
+//!   checked. v1 defaults are applied (failurePolicy, matchPolicy, selectors, timeoutSeconds,
+//!   reinvocationPolicy, rule scope, service port); `metadata.generation` counts changes of
+//!   `webhooks`. [`FakeApiServer::register_webhook`] skips validation (tests register
+//!   `sideEffects: Unknown` hooks), not defaulting. ValidatingWebhookConfigurations and the other
+//!   admissionregistration resources are not served.
 //! - ServiceAccount admission does not add the projected token volume and mounts.
 //! - The AdmissionReview request leaves `name` out for a generateName create (as kube does:
 //!   the field is omitempty), rather than sending an empty string.
@@ -33,8 +58,10 @@
 //!   only, not to discovery paths.
 //! - Pods are deleted at once (no kubelet, no grace period); only Namespaces finalise, until
 //!   [`FakeApiServer::finish_namespace_deletion`].
-//! - Only core/v1 namespaces, secrets, serviceaccounts, configmaps, pods and events exist; no
-//!   subresources, no deletecollection, no `/api/v1/watch/...` legacy paths, HTTP/1.1 only.
+//! - Only core/v1 namespaces, secrets, serviceaccounts, configmaps, pods and events, and
+//!   admissionregistration.k8s.io/v1 mutatingwebhookconfigurations exist; no subresources, no
+//!   deletecollection, no `/api/v1/watch/...` legacy paths, no aggregated discovery (`/apis` answers
+//!   the plain APIGroupList whatever the Accept header asks for), HTTP/1.1 only.
 //! - The direct methods (`create`, `create_as`, ...) skip authentication, faults and RBAC and are
 //!   not recorded as requests; they do go through validation, admission and watch events.
 
@@ -52,7 +79,7 @@ mod tls;
 mod validation;
 mod watch;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -106,7 +133,6 @@ pub(crate) struct Core {
     pub store: Mutex<Store>,
     pub tokens: Mutex<HashMap<String, UserInfo>>,
     pub rbac: Mutex<Rbac>,
-    pub webhooks: Mutex<BTreeMap<String, MutatingWebhookConfiguration>>,
     pub requests: Mutex<Vec<RequestRecord>>,
     pub admission_calls: Mutex<Vec<AdmissionCall>>,
     pub faults: Mutex<faults::Faults>,
@@ -153,7 +179,6 @@ impl FakeApiServer {
             store: Mutex::new(Store::new()),
             tokens: Mutex::new(tokens),
             rbac: Mutex::new(Rbac::default()),
-            webhooks: Mutex::new(BTreeMap::new()),
             requests: Mutex::new(Vec::new()),
             admission_calls: Mutex::new(Vec::new()),
             faults: Mutex::new(faults::Faults::default()),
@@ -204,14 +229,24 @@ impl FakeApiServer {
         lock(&self.core.rbac).load(yaml)
     }
 
-    /// Registers (or replaces, by name) a MutatingWebhookConfiguration.
+    /// Stores a MutatingWebhookConfiguration (creating it, or replacing the one of its name) as
+    /// the admin would, but without validation, so that configurations a real apiserver refuses
+    /// (`sideEffects: Unknown`) can be registered. Defaults apply, watches see the change, and
+    /// the configuration is then an ordinary object of the API: what admission calls is what
+    /// the store holds at the time of the call.
     pub fn register_webhook(&self, config: MutatingWebhookConfiguration) {
-        let name = config.metadata.name.clone().unwrap_or_default();
-        lock(&self.core.webhooks).insert(name, config);
+        let info = webhook_configs();
+        let obj = serde_json::to_value(&config).expect("a serialisable webhook configuration");
+        if let Err(failure) = api::put_unchecked(&self.core, info, obj) {
+            panic!("register_webhook: {}", failure.message);
+        }
     }
 
+    /// Deletes the MutatingWebhookConfiguration `name`, if there is one.
     pub fn unregister_webhook(&self, name: &str) {
-        lock(&self.core.webhooks).remove(name);
+        let info = webhook_configs();
+        let ctx = Ctx::new(admin(), false);
+        let _ = api::delete(&self.core, &ctx, info, None, name, None);
     }
 
     /// Creates as the admin user; the resource comes from `kind`, the namespace from metadata.
@@ -353,10 +388,11 @@ fn kind_of(object: &Value) -> Result<&'static meta::ResourceInfo, Status> {
         .get("apiVersion")
         .and_then(Value::as_str)
         .unwrap_or("");
-    match by_kind(kind) {
-        Some(info) if api_version == "v1" => Ok(info),
-        _ => Err(Failure::no_such_path().to_status()),
-    }
+    by_kind(api_version, kind).ok_or_else(|| Failure::no_such_path().to_status())
+}
+
+fn webhook_configs() -> &'static meta::ResourceInfo {
+    by_resource("mutatingwebhookconfigurations").expect("mutatingwebhookconfigurations is served")
 }
 
 fn resource_of(resource: &str) -> Result<&'static meta::ResourceInfo, Status> {

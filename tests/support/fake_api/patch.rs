@@ -79,6 +79,7 @@ fn merge_key(kind: &str, path: &[String]) -> Option<&'static str> {
     match (kind, path.as_slice()) {
         (_, ["metadata", "ownerReferences"]) => Some("uid"),
         ("ServiceAccount", ["imagePullSecrets"] | ["secrets"]) => Some("name"),
+        ("MutatingWebhookConfiguration", ["webhooks"]) => Some("name"),
         (
             "Pod",
             [

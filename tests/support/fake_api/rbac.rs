@@ -1,5 +1,7 @@
 //! RBAC as kube's authorizer applies it to ServiceAccount users: a RoleBinding grants only in its
 //! namespace (whatever it refers to), a ClusterRoleBinding everywhere and at the cluster scope.
+//! A rule applies to a request when its verbs, apiGroups, resources and (if any) resourceNames
+//! all cover it.
 
 use std::collections::HashMap;
 
@@ -42,6 +44,8 @@ impl UserInfo {
 /// An authorization question: `namespace` None is the cluster scope.
 pub(crate) struct Attributes<'a> {
     pub verb: &'a str,
+    /// "" for the core group.
+    pub api_group: &'a str,
     pub resource: &'a str,
     pub namespace: Option<&'a str>,
     pub name: Option<&'a str>,
@@ -171,7 +175,7 @@ fn rules_allow(rules: &[PolicyRule], attrs: &Attributes<'_>) -> bool {
     };
     rules.iter().any(|r| {
         r.verbs.iter().any(|v| v == "*" || v == attrs.verb)
-            && has(&r.api_groups, "")
+            && has(&r.api_groups, attrs.api_group)
             && has(&r.resources, attrs.resource)
             && match r.resource_names.as_deref() {
                 None | Some([]) => true,
@@ -187,7 +191,7 @@ pub(crate) fn denial(user: &UserInfo, attrs: &Attributes<'_>) -> String {
         None => "at the cluster scope".into(),
     };
     format!(
-        "User \"{}\" cannot {} resource \"{}\" in API group \"\" {scope}",
-        user.username, attrs.verb, attrs.resource
+        "User \"{}\" cannot {} resource \"{}\" in API group \"{}\" {scope}",
+        user.username, attrs.verb, attrs.resource, attrs.api_group
     )
 }

@@ -31,6 +31,23 @@ pub(crate) enum FieldError {
         value: Value,
         detail: String,
     },
+    Duplicate {
+        field: String,
+        value: Value,
+    },
+    NotSupported {
+        field: String,
+        value: Value,
+        supported: Vec<String>,
+    },
+}
+
+/// How `field.Error` prints a value: strings quoted, the rest as JSON.
+fn render(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
 }
 
 impl FieldError {
@@ -49,9 +66,27 @@ impl FieldError {
         }
     }
 
+    pub fn duplicate(field: &str, value: Value) -> Self {
+        FieldError::Duplicate {
+            field: field.into(),
+            value,
+        }
+    }
+
+    pub fn not_supported(field: &str, value: Value, supported: &[&str]) -> Self {
+        FieldError::NotSupported {
+            field: field.into(),
+            value,
+            supported: supported.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
     fn field(&self) -> &str {
         match self {
-            FieldError::Required { field, .. } | FieldError::Invalid { field, .. } => field,
+            FieldError::Required { field, .. }
+            | FieldError::Invalid { field, .. }
+            | FieldError::Duplicate { field, .. }
+            | FieldError::NotSupported { field, .. } => field,
         }
     }
 
@@ -60,11 +95,19 @@ impl FieldError {
         match self {
             FieldError::Required { detail, .. } if detail.is_empty() => "Required value".into(),
             FieldError::Required { detail, .. } => format!("Required value: {detail}"),
+            FieldError::Duplicate { value, .. } => format!("Duplicate value: {}", render(value)),
+            FieldError::NotSupported {
+                value, supported, ..
+            } => {
+                let supported: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+                format!(
+                    "Unsupported value: {}: supported values: {}",
+                    render(value),
+                    supported.join(", ")
+                )
+            }
             FieldError::Invalid { value, detail, .. } => {
-                let value = match value {
-                    Value::String(s) => format!("{s:?}"),
-                    other => other.to_string(),
-                };
+                let value = render(value);
                 if detail.is_empty() {
                     format!("Invalid value: {value}")
                 } else {
@@ -78,6 +121,8 @@ impl FieldError {
         match self {
             FieldError::Required { .. } => "FieldValueRequired",
             FieldError::Invalid { .. } => "FieldValueInvalid",
+            FieldError::Duplicate { .. } => "FieldValueDuplicate",
+            FieldError::NotSupported { .. } => "FieldValueNotSupported",
         }
     }
 }
@@ -103,11 +148,17 @@ impl Failure {
         }
     }
 
-    /// `details.name`/`details.kind`; kube leaves an empty name out.
+    /// `details.name`/`details.group`/`details.kind`; kube leaves an empty name or group out.
+    /// `kind` is a resource or kind qualified by its group (`resource.group`), as the message
+    /// names it; neither resources nor kinds hold dots, so the first one splits off the group.
     pub fn with_details(mut self, name: &str, kind: &str) -> Self {
         let mut details = Map::new();
         if !name.is_empty() {
             details.insert("name".into(), json!(name));
+        }
+        let (kind, group) = kind.split_once('.').unwrap_or((kind, ""));
+        if !group.is_empty() {
+            details.insert("group".into(), json!(group));
         }
         details.insert("kind".into(), json!(kind));
         self.details = Some(Value::Object(details));

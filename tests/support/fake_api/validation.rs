@@ -20,6 +20,9 @@ pub(crate) fn check_typed(kind: &str, obj: &Value) -> Result<(), String> {
         "ConfigMap" => de::<core::ConfigMap>(obj),
         "Pod" => de::<core::Pod>(obj),
         "Event" => de::<core::Event>(obj),
+        "MutatingWebhookConfiguration" => {
+            de::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>(obj)
+        }
         other => Err(format!("no kind {other:?} is registered")),
     }
 }
@@ -27,14 +30,14 @@ pub(crate) fn check_typed(kind: &str, obj: &Value) -> Result<(), String> {
 pub(crate) fn decode(info: &ResourceInfo, obj: &Value) -> Result<(), Failure> {
     if !obj.is_object() {
         return Err(Failure::bad_request(format!(
-            "{} in version \"v1\" cannot be handled as a {}: the body is not a JSON object",
-            info.kind, info.kind
+            "{} in version {:?} cannot be handled as a {}: the body is not a JSON object",
+            info.kind, info.version, info.kind
         )));
     }
     check_typed(info.kind, obj).map_err(|e| {
         Failure::bad_request(format!(
-            "{} in version \"v1\" cannot be handled as a {}: {e}",
-            info.kind, info.kind
+            "{} in version {:?} cannot be handled as a {}: {e}",
+            info.kind, info.version, info.kind
         ))
     })
 }
@@ -47,13 +50,14 @@ pub(crate) fn check_type_meta(info: &ResourceInfo, obj: &mut Value) -> Result<()
         ));
     };
     let kind = map.get("kind").and_then(Value::as_str).unwrap_or(info.kind);
+    let expected = info.api_version();
     let api_version = map
         .get("apiVersion")
         .and_then(Value::as_str)
-        .unwrap_or("v1");
-    if api_version != "v1" {
+        .unwrap_or(&expected);
+    if api_version != expected {
         return Err(Failure::bad_request(format!(
-            "the API version in the data ({api_version}) does not match the expected API version (v1)"
+            "the API version in the data ({api_version}) does not match the expected API version ({expected})"
         )));
     }
     if kind != info.kind {
@@ -63,7 +67,7 @@ pub(crate) fn check_type_meta(info: &ResourceInfo, obj: &mut Value) -> Result<()
         )));
     }
     map.insert("kind".into(), json!(info.kind));
-    map.insert("apiVersion".into(), json!("v1"));
+    map.insert("apiVersion".into(), json!(expected));
     Ok(())
 }
 
@@ -132,15 +136,90 @@ fn secret_errors(obj: &Value) -> Vec<FieldError> {
     }
 }
 
+/// The part of `ValidateMutatingWebhookConfiguration` (v1) that a misconfiguration would trip.
+fn webhook_errors(obj: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let hooks = obj.get("webhooks").and_then(Value::as_array);
+    for (i, hook) in hooks.into_iter().flatten().enumerate() {
+        let at = |field: &str| format!("webhooks[{i}].{field}");
+        let name = hook.get("name").and_then(Value::as_str).unwrap_or("");
+        if name.split('.').count() < 3 || !is_subdomain(name) {
+            errors.push(FieldError::invalid(
+                &at("name"),
+                json!(name),
+                "should be a domain with at least three segments separated by dots",
+            ));
+        }
+        if !seen.insert(name) {
+            errors.push(FieldError::duplicate(&at("name"), json!(name)));
+        }
+        let side_effects = hook.get("sideEffects").and_then(Value::as_str);
+        if !matches!(side_effects, Some("None" | "NoneOnDryRun")) {
+            errors.push(FieldError::not_supported(
+                &at("sideEffects"),
+                json!(side_effects.unwrap_or("")),
+                &["None", "NoneOnDryRun"],
+            ));
+        }
+        let policy = hook.get("failurePolicy").and_then(Value::as_str);
+        if policy.is_some_and(|p| !matches!(p, "Fail" | "Ignore")) {
+            errors.push(FieldError::not_supported(
+                &at("failurePolicy"),
+                json!(policy),
+                &["Fail", "Ignore"],
+            ));
+        }
+        let versions: Vec<&str> = hook
+            .get("admissionReviewVersions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !versions.iter().any(|v| matches!(*v, "v1" | "v1beta1")) {
+            errors.push(FieldError::required(
+                &at("admissionReviewVersions"),
+                "must specify one of v1, v1beta1",
+            ));
+        }
+        let config = hook.get("clientConfig");
+        let has = |f: &str| config.and_then(|c| c.get(f)).is_some_and(|v| !v.is_null());
+        if has("url") == has("service") {
+            errors.push(FieldError::required(
+                &at("clientConfig"),
+                "exactly one of url or service is required",
+            ));
+        }
+        if let Some(t) = hook.get("timeoutSeconds").and_then(Value::as_i64)
+            && !(1..=30).contains(&t)
+        {
+            errors.push(FieldError::invalid(
+                &at("timeoutSeconds"),
+                json!(t),
+                "the timeout value must be between 1 and 30 seconds",
+            ));
+        }
+    }
+    errors
+}
+
 pub(crate) fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), Failure> {
     let mut errors = name_errors(info, obj);
     if info.kind == "Secret" {
         errors.extend(secret_errors(obj));
     }
+    if info.kind == "MutatingWebhookConfiguration" {
+        errors.extend(webhook_errors(obj));
+    }
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(Failure::invalid(info.kind, meta_str(obj, "name"), &errors))
+        Err(Failure::invalid(
+            &info.qualified_kind(),
+            meta_str(obj, "name"),
+            &errors,
+        ))
     }
 }
 
@@ -153,7 +232,7 @@ pub(crate) fn validate_update(
     if info.kind == "Secret" && old.get("type") != new.get("type") {
         let ty = new.get("type").cloned().unwrap_or(Value::Null);
         return Err(Failure::invalid(
-            info.kind,
+            &info.qualified_kind(),
             meta_str(new, "name"),
             &[FieldError::invalid("type", ty, "field is immutable")],
         ));
@@ -166,6 +245,9 @@ pub(crate) fn default_on_decode(info: &ResourceInfo, obj: &mut Value) {
     let Some(map) = obj.as_object_mut() else {
         return;
     };
+    if info.kind == "MutatingWebhookConfiguration" {
+        default_webhooks(map);
+    }
     if info.kind == "Secret" {
         map.entry("type").or_insert_with(|| json!("Opaque"));
         // stringData is write-only: the v1 conversion folds it into data.
@@ -184,6 +266,45 @@ pub(crate) fn default_on_decode(info: &ResourceInfo, obj: &mut Value) {
     }
 }
 
+/// `SetDefaults_MutatingWebhook` and `SetDefaults_Rule` (admissionregistration/v1).
+fn default_webhooks(map: &mut serde_json::Map<String, Value>) {
+    let hooks = map.get_mut("webhooks").and_then(Value::as_array_mut);
+    for hook in hooks.into_iter().flatten() {
+        let Some(hook) = hook.as_object_mut() else {
+            continue;
+        };
+        for (field, value) in [
+            ("failurePolicy", json!("Fail")),
+            ("matchPolicy", json!("Equivalent")),
+            ("namespaceSelector", json!({})),
+            ("objectSelector", json!({})),
+            ("timeoutSeconds", json!(10)),
+            ("reinvocationPolicy", json!("Never")),
+        ] {
+            if hook.get(field).is_none_or(Value::is_null) {
+                hook.insert(field.into(), value);
+            }
+        }
+        let rules = hook.get_mut("rules").and_then(Value::as_array_mut);
+        for rule in rules.into_iter().flatten() {
+            if let Some(rule) = rule.as_object_mut()
+                && rule.get("scope").is_none_or(Value::is_null)
+            {
+                rule.insert("scope".into(), json!("*"));
+            }
+        }
+        let service = hook
+            .get_mut("clientConfig")
+            .and_then(|c| c.get_mut("service"))
+            .and_then(Value::as_object_mut);
+        if let Some(service) = service
+            && service.get("port").is_none_or(Value::is_null)
+        {
+            service.insert("port".into(), json!(443));
+        }
+    }
+}
+
 /// What the strategies' PrepareForCreate set, after admission.
 pub(crate) fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
     if info.kind == "Namespace" {
@@ -197,6 +318,9 @@ pub(crate) fn prepare_for_create(info: &ResourceInfo, obj: &mut Value) {
             map.insert("spec".into(), json!({"finalizers": ["kubernetes"]}));
             map.insert("status".into(), json!({"phase": "Active"}));
         }
+    }
+    if info.kind == "MutatingWebhookConfiguration" {
+        meta_mut(obj).insert("generation".into(), json!(1));
     }
     if info.kind == "Pod" {
         meta_mut(obj).insert("generation".into(), json!(1));

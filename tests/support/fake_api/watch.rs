@@ -52,9 +52,9 @@ impl WatchQuery {
 
     fn bookmark(&self, rv: u64, initial_events_end: bool) -> Bytes {
         let (kind, api_version) = if self.metadata_only {
-            ("PartialObjectMetadata", "meta.k8s.io/v1")
+            ("PartialObjectMetadata", "meta.k8s.io/v1".to_string())
         } else {
-            (self.info.kind, "v1")
+            (self.info.kind, self.info.api_version())
         };
         let mut metadata = json!({"resourceVersion": rv.to_string()});
         if initial_events_end {
