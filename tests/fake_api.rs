@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
@@ -1083,4 +1084,522 @@ async fn faults_fail_then_recover_and_delay() {
         .map(|r| r.status)
         .collect();
     assert_eq!(statuses, [500, 200, 429, 200, 200]);
+}
+
+/// The `caBundle` of a configuration's first webhook, as PEM text.
+fn ca_bundle(config: &MutatingWebhookConfiguration) -> String {
+    let hook = &config.webhooks.as_ref().unwrap()[0];
+    String::from_utf8(hook.client_config.ca_bundle.clone().unwrap().0).unwrap()
+}
+
+fn generation(config: &MutatingWebhookConfiguration) -> i64 {
+    config.metadata.generation.unwrap()
+}
+
+#[tokio::test]
+async fn webhook_configurations_are_served_like_kube() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let group = "admissionregistration.k8s.io";
+
+    // Discovery finds the resource in its group, and only there.
+    let discovered = kube::discovery::group(&client, group).await.unwrap();
+    let (resource, caps) = discovered
+        .recommended_kind("MutatingWebhookConfiguration")
+        .unwrap();
+    assert_eq!(resource.plural, "mutatingwebhookconfigurations");
+    assert_eq!(caps.scope, kube::discovery::Scope::Cluster);
+    let core = kube::discovery::group(&client, "").await.unwrap();
+    assert!(
+        core.recommended_kind("MutatingWebhookConfiguration")
+            .is_none()
+    );
+
+    // Create: defaults, generation and the server's metadata.
+    let created = configs
+        .create(
+            &PostParams::default(),
+            &webhook_config("alpha", "https://127.0.0.1:9/mutate", "ca-one", "Ignore"),
+        )
+        .await
+        .unwrap();
+    assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
+    assert_eq!(generation(&created), 1);
+    let hook = &created.webhooks.as_ref().unwrap()[0];
+    assert_eq!(hook.failure_policy.as_deref(), Some("Ignore"));
+    assert_eq!(hook.match_policy.as_deref(), Some("Equivalent"));
+    assert_eq!(hook.reinvocation_policy.as_deref(), Some("Never"));
+    assert_eq!(hook.rules.as_ref().unwrap()[0].scope.as_deref(), Some("*"));
+    assert_eq!(ca_bundle(&created), "ca-one");
+    let fetched = configs.get("alpha").await.unwrap();
+    assert_eq!(fetched.metadata.uid, created.metadata.uid);
+    assert!(
+        server
+            .get("mutatingwebhookconfigurations", None, "alpha")
+            .is_some()
+    );
+
+    // Status errors name the resource with its group, as kube's do.
+    let exists = status(
+        configs
+            .create(
+                &PostParams::default(),
+                &webhook_config("alpha", "https://x", "", "Fail"),
+            )
+            .await,
+    );
+    assert_eq!(
+        (exists.code, exists.message.as_str()),
+        (
+            409,
+            "mutatingwebhookconfigurations.admissionregistration.k8s.io \"alpha\" already exists"
+        )
+    );
+    let details = exists.details.unwrap();
+    assert_eq!(
+        (details.group.as_str(), details.kind.as_str()),
+        (group, "mutatingwebhookconfigurations")
+    );
+    let missing = status(configs.get("nope").await);
+    assert_eq!(
+        (missing.code, missing.message.as_str()),
+        (
+            404,
+            "mutatingwebhookconfigurations.admissionregistration.k8s.io \"nope\" not found"
+        )
+    );
+    let mut unknown = webhook_config("bad", "https://127.0.0.1:9/mutate", "", "Fail");
+    unknown.webhooks.as_mut().unwrap()[0].side_effects = "Unknown".into();
+    let invalid = status(configs.create(&PostParams::default(), &unknown).await);
+    assert_eq!((invalid.code, invalid.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        invalid.message,
+        "MutatingWebhookConfiguration.admissionregistration.k8s.io \"bad\" is invalid: webhooks[0].sideEffects: Unsupported value: \"Unknown\": supported values: \"None\", \"NoneOnDryRun\""
+    );
+    let mut twice = webhook_config("twice", "https://127.0.0.1:9/mutate", "", "Fail");
+    let hooks = twice.webhooks.as_mut().unwrap();
+    hooks.push(hooks[0].clone());
+    let duplicate = status(configs.create(&PostParams::default(), &twice).await);
+    assert!(
+        duplicate
+            .message
+            .ends_with("webhooks[1].name: Duplicate value: \"twice.example.com\"")
+    );
+    // Watches see every change.
+    let seen = collect(watcher(configs.clone(), watcher::Config::default()).default_backoff());
+    eventually("the initial list", || async { saw(&seen, "initdone") }).await;
+    assert!(saw(&seen, "initapply alpha"));
+
+    // Update: conditional on the resourceVersion; a change of webhooks is a new generation.
+    let mut changed = fetched.clone();
+    changed.metadata.labels = Some([("a".to_string(), "1".to_string())].into());
+    let updated = configs
+        .replace("alpha", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    assert_eq!(generation(&updated), 1);
+    let stale = status(
+        configs
+            .replace("alpha", &PostParams::default(), &changed)
+            .await,
+    );
+    assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
+    assert!(stale.message.starts_with(
+        "Operation cannot be fulfilled on mutatingwebhookconfigurations.admissionregistration.k8s.io \"alpha\""
+    ));
+
+    // The patch the self-signed mode sends: a JSON patch of the caBundle.
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let patch: Patch<()> = Patch::Json(
+        serde_json::from_value(json!([
+            {"op": "test", "path": "/webhooks/0/name", "value": "alpha.example.com"},
+            {"op": "replace", "path": "/webhooks/0/clientConfig/caBundle", "value": b64("ca-two")},
+        ]))
+        .unwrap(),
+    );
+    let patched = configs
+        .patch("alpha", &PatchParams::default(), &patch)
+        .await
+        .unwrap();
+    assert_eq!(ca_bundle(&patched), "ca-two");
+    assert_eq!(generation(&patched), 2);
+    eventually("the patch in the watch", || async {
+        saw(&seen, "apply alpha")
+    })
+    .await;
+
+    // Strategic merge merges webhooks by name: the named one keeps its other fields, a new
+    // name is appended, `$patch: delete` removes one.
+    let strategic = Patch::Strategic(json!({"webhooks": [
+        {"name": "alpha.example.com", "clientConfig": {"caBundle": b64("ca-three")}},
+        {"name": "beta.example.com", "clientConfig": {"url": "https://127.0.0.1:9/beta"},
+         "sideEffects": "None", "admissionReviewVersions": ["v1"]},
+    ]}));
+    let merged = configs
+        .patch("alpha", &PatchParams::default(), &strategic)
+        .await
+        .unwrap();
+    let hooks = merged.webhooks.clone().unwrap();
+    assert_eq!(
+        hooks.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+        ["alpha.example.com", "beta.example.com"]
+    );
+    assert_eq!(ca_bundle(&merged), "ca-three");
+    assert_eq!(
+        hooks[0].client_config.url.as_deref(),
+        Some("https://127.0.0.1:9/mutate")
+    );
+    assert_eq!(hooks[0].failure_policy.as_deref(), Some("Ignore"));
+    assert_eq!(hooks[1].timeout_seconds, Some(10));
+    let removed = configs
+        .patch(
+            "alpha",
+            &PatchParams::default(),
+            &Patch::Strategic(
+                json!({"webhooks": [{"name": "beta.example.com", "$patch": "delete"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(removed.webhooks.unwrap().len(), 1);
+
+    // Merge patch replaces the list whole; dry runs store nothing.
+    let rv = server.resource_version();
+    let merge = Patch::Merge(json!({"webhooks": [{
+        "name": "only.example.com", "clientConfig": {"url": "https://127.0.0.1:9/only"},
+        "sideEffects": "None", "admissionReviewVersions": ["v1"],
+    }]}));
+    let dry = configs
+        .patch("alpha", &PatchParams::default().dry_run(), &merge)
+        .await
+        .unwrap();
+    assert_eq!(dry.webhooks.unwrap()[0].name, "only.example.com");
+    assert_eq!(server.resource_version(), rv);
+    let replaced = configs
+        .patch("alpha", &PatchParams::default(), &merge)
+        .await
+        .unwrap();
+    assert_eq!(
+        replaced
+            .webhooks
+            .unwrap()
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect::<Vec<_>>(),
+        ["only.example.com"]
+    );
+
+    // register_webhook is the same object: it replaces, keeps the uid, and shows in lists.
+    server.register_webhook(webhook_config(
+        "alpha",
+        "https://127.0.0.1:9/r",
+        "ca-r",
+        "Fail",
+    ));
+    server.register_webhook(webhook_config(
+        "gamma",
+        "https://127.0.0.1:9/g",
+        "ca-g",
+        "Fail",
+    ));
+    let listed = configs.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        listed
+            .items
+            .iter()
+            .map(|c| c.metadata.name.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["alpha", "gamma"]
+    );
+    assert_eq!(
+        listed.metadata.resource_version,
+        Some(server.resource_version().to_string())
+    );
+    let registered = configs.get("alpha").await.unwrap();
+    assert_eq!(registered.metadata.uid, created.metadata.uid);
+    assert_eq!(ca_bundle(&registered), "ca-r");
+    eventually("the registration in the watch", || async {
+        saw(&seen, "apply gamma")
+    })
+    .await;
+
+    // Faults and request records cover the resource like any other.
+    server.add_fault(
+        Fault::new(FaultKind::Status(500))
+            .method("list")
+            .path("/mutatingwebhookconfigurations")
+            .times(1),
+    );
+    assert_eq!(status(configs.list(&ListParams::default()).await).code, 500);
+    configs.list(&ListParams::default()).await.unwrap();
+
+    // Delete, by the API and by unregister_webhook.
+    configs
+        .delete("alpha", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(status(configs.get("alpha").await).code, 404);
+    eventually("the deletion in the watch", || async {
+        saw(&seen, "delete alpha")
+    })
+    .await;
+    server.unregister_webhook("gamma");
+    assert!(
+        configs
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    let records: Vec<(String, u16)> = server
+        .requests()
+        .iter()
+        .filter(|r| r.resource == "mutatingwebhookconfigurations" && r.verb != "watch")
+        .map(|r| (r.verb.clone(), r.status))
+        .collect();
+    let verbs: Vec<(&str, u16)> = records.iter().map(|(v, s)| (v.as_str(), *s)).collect();
+    assert_eq!(
+        verbs,
+        [
+            ("create", 201),
+            ("get", 200),
+            ("create", 409),
+            ("get", 404),
+            ("create", 422),
+            ("create", 422),
+            ("list", 200),
+            ("update", 200),
+            ("update", 409),
+            ("patch", 200),
+            ("patch", 200),
+            ("patch", 200),
+            ("patch", 200),
+            ("patch", 200),
+            ("list", 200),
+            ("get", 200),
+            ("list", 500),
+            ("list", 200),
+            ("delete", 200),
+            ("get", 404),
+            ("list", 200),
+        ]
+    );
+}
+
+const WEBHOOK_RBAC: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: own-webhook}
+rules:
+- apiGroups: [admissionregistration.k8s.io]
+  resources: [mutatingwebhookconfigurations]
+  resourceNames: [own]
+  verbs: [get, patch, update]
+# The same resource in the core group is another resource: this grants nothing on the real one.
+- apiGroups: [""]
+  resources: [mutatingwebhookconfigurations]
+  verbs: [list, watch, create, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: injector-own-webhook}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: own-webhook}
+subjects:
+- {kind: ServiceAccount, name: injector, namespace: system}
+"#;
+
+#[tokio::test]
+async fn rbac_grants_webhook_configurations_by_group_and_name() {
+    let server = FakeApiServer::start().await;
+    server.load_rbac(WEBHOOK_RBAC).unwrap();
+    server.register_webhook(webhook_config(
+        "own",
+        "https://127.0.0.1:9/own",
+        "ca",
+        "Ignore",
+    ));
+    server.register_webhook(webhook_config(
+        "other",
+        "https://127.0.0.1:9/x",
+        "ca",
+        "Ignore",
+    ));
+    let token = server.service_account_token("system", "injector");
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(client(&server, &token).await);
+    let user = "system:serviceaccount:system:injector";
+
+    let own = configs.get("own").await.unwrap();
+    let patch = Patch::Merge(json!({"metadata": {"labels": {"renewed": "yes"}}}));
+    configs
+        .patch("own", &PatchParams::default(), &patch)
+        .await
+        .unwrap();
+    let mut replaced = configs.get("own").await.unwrap();
+    replaced.metadata.annotations = Some([("a".to_string(), "b".to_string())].into());
+    configs
+        .replace("own", &PostParams::default(), &replaced)
+        .await
+        .unwrap();
+    assert_ne!(
+        configs.get("own").await.unwrap().metadata.resource_version,
+        own.metadata.resource_version
+    );
+
+    let forbidden = |verb: &str, name: Option<&str>| {
+        let resource = "mutatingwebhookconfigurations";
+        let subject = match name {
+            Some(n) => format!("{resource}.admissionregistration.k8s.io \"{n}\""),
+            None => format!("{resource}.admissionregistration.k8s.io"),
+        };
+        format!(
+            "{subject} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API group \"admissionregistration.k8s.io\" at the cluster scope"
+        )
+    };
+    let other = status(configs.get("other").await);
+    assert_eq!(
+        (other.code, other.message.clone()),
+        (403, forbidden("get", Some("other")))
+    );
+    assert_eq!(other.details.unwrap().group, "admissionregistration.k8s.io");
+    let other = status(
+        configs
+            .patch("other", &PatchParams::default(), &patch)
+            .await,
+    );
+    assert_eq!(other.message, forbidden("patch", Some("other")));
+    let listed = status(configs.list(&ListParams::default()).await);
+    assert_eq!(listed.message, forbidden("list", None));
+    // A list pinned to the one name is a request for that name, which `get` does not cover.
+    let pinned = status(
+        configs
+            .list(&ListParams::default().fields("metadata.name=own"))
+            .await,
+    );
+    assert_eq!(pinned.code, 403);
+    let deleted = status(configs.delete("own", &DeleteParams::default()).await);
+    assert_eq!(deleted.message, forbidden("delete", Some("own")));
+    let created = status(
+        configs
+            .create(
+                &PostParams::default(),
+                &webhook_config("new", "https://127.0.0.1:9/n", "", "Fail"),
+            )
+            .await,
+    );
+    assert_eq!(created.message, forbidden("create", None));
+    assert!(
+        server
+            .get("mutatingwebhookconfigurations", None, "own")
+            .is_some()
+    );
+    assert_eq!(
+        server.count(user, "patch", "mutatingwebhookconfigurations"),
+        2
+    );
+}
+
+#[tokio::test]
+async fn webhooks_trust_the_ca_bundle_stored_at_each_call() {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "tls", &[]).await;
+    eventually("the default ServiceAccount", || async {
+        server
+            .get("serviceaccounts", Some("tls"), "default")
+            .is_some()
+    })
+    .await;
+    let (url, right_ca) =
+        webhook(json!([{"op": "add", "path": "/metadata/labels", "value": {"injected": "yes"}}]))
+            .await;
+    // Another CA: what the webhook signed with before a renewal, say.
+    let wrong_ca = pull_secret_injector::certs::generate(&["127.0.0.1".to_string()], 1)
+        .unwrap()
+        .ca_pem;
+    server.register_webhook(webhook_config("injector", &url, &wrong_ca, "Ignore"));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "tls");
+    let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let create = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            pods.create(&PostParams::default(), &typed(pod("tls", name, &["nginx"])))
+                .await
+                .unwrap()
+        }
+    };
+    let injected = |p: &Pod| {
+        p.metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.get("injected").is_some_and(|v| v == "yes"))
+    };
+    let last_error = || server.admission_calls().last().unwrap().error.clone();
+
+    // A CA that did not sign the serving certificate: a TLS failure, which Ignore lets pass.
+    let p = create("untrusted").await;
+    assert!(!injected(&p));
+    let error = last_error().unwrap();
+    assert!(
+        error.starts_with("failed calling webhook \"injector.example.com\""),
+        "{error}"
+    );
+    assert!(error.contains("certificate"), "{error}");
+
+    // The self-signed mode's patch through the API: old and new CA together, as during a
+    // renewal. Each certificate of the bundle is trusted, from the next call on.
+    let caset = Patch::Json::<()>(
+        serde_json::from_value(json!([{
+            "op": "replace", "path": "/webhooks/0/clientConfig/caBundle",
+            "value": b64(&format!("{wrong_ca}{right_ca}")),
+        }]))
+        .unwrap(),
+    );
+    configs
+        .patch("injector", &PatchParams::default(), &caset)
+        .await
+        .unwrap();
+    let p = create("trusted").await;
+    assert!(injected(&p));
+    assert_eq!(last_error(), None);
+
+    // Only the old CA again, then none at all: both fail the call.
+    for (name, bundle) in [("old-only", wrong_ca.as_str()), ("empty", "")] {
+        let strategic = Patch::Strategic(json!({"webhooks": [
+            {"name": "injector.example.com", "clientConfig": {"caBundle": b64(bundle)}},
+        ]}));
+        configs
+            .patch("injector", &PatchParams::default(), &strategic)
+            .await
+            .unwrap();
+        let p = create(name).await;
+        assert!(!injected(&p), "{name}");
+        assert!(last_error().is_some(), "{name}");
+    }
+
+    // The right CA alone, and under Fail: the call succeeds.
+    let fixed = Patch::Strategic(json!({"webhooks": [{
+        "name": "injector.example.com", "failurePolicy": "Fail",
+        "clientConfig": {"caBundle": b64(&right_ca)},
+    }]}));
+    configs
+        .patch("injector", &PatchParams::default(), &fixed)
+        .await
+        .unwrap();
+    assert!(injected(&create("renewed").await));
+    assert_eq!(last_error(), None);
+    assert_eq!(server.admission_calls().len(), 5);
+
+    // Deleted through the API, the webhook is no longer called.
+    configs
+        .delete("injector", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(!injected(&create("unhooked").await));
+    assert_eq!(server.admission_calls().len(), 5);
 }
