@@ -663,6 +663,11 @@ async fn a_rotated_source_reaches_every_copy_with_one_write_each() {
         })
     })
     .await;
+    // The fake records a request once its response is sent, a moment after the store changed.
+    eventually("every write to be recorded", || async {
+        cluster.writes_by_injector("patch", "secrets") >= namespaces.len()
+    })
+    .await;
     assert_eq!(
         cluster.writes_by_injector("patch", "secrets"),
         namespaces.len(),
@@ -838,16 +843,23 @@ async fn two_replicas_share_the_work_without_duplicates_or_flapping() {
         })
     })
     .await;
-    // Both replicas may try each copy, but a conditional write lands once per copy.
-    let succeeded = cluster
-        .api
-        .requests()
-        .iter()
-        .filter(|r| {
-            r.user == INJECTOR && r.verb == "patch" && r.resource == "secrets" && r.status < 300
-        })
-        .count();
-    assert_eq!(succeeded, namespaces.len());
+    // Both replicas may try each copy, but a conditional write lands once per copy. (The fake
+    // records a request once its response is sent, a moment after the store changed.)
+    let succeeded = || {
+        cluster
+            .api
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.user == INJECTOR && r.verb == "patch" && r.resource == "secrets" && r.status < 300
+            })
+            .count()
+    };
+    eventually("every successful write to be recorded", || async {
+        succeeded() >= namespaces.len()
+    })
+    .await;
+    assert_eq!(succeeded(), namespaces.len());
     assert!(cluster.writes_by_injector("patch", "secrets") <= 2 * namespaces.len());
     for ns in &namespaces {
         let sa = cluster
@@ -1012,7 +1024,14 @@ async fn the_rbac_manifest_grants_exactly_what_the_injector_uses() {
     let mut foreign = icr_source("hand-made");
     foreign["metadata"]["namespace"] = json!("team-f");
     cluster.api.create(foreign).await.expect("foreign");
-    let injector = cluster.start_injector().await;
+    // Self-signed, as installed: its Secret and the webhook's caBundle are written too.
+    register_manifest_webhook(&cluster.api);
+    let injector = Injector::start_self_signed(&cluster, "rbac").await;
+    cluster.api.route_service(
+        OWN_NAMESPACE,
+        "pull-secret-injector",
+        injector.running.admission_addr,
+    );
     for ns in ["team-a", "team-b"] {
         wait_for_reference(&cluster, ns, "default", "all-icr-io").await;
     }
@@ -1049,6 +1068,13 @@ async fn the_rbac_manifest_grants_exactly_what_the_injector_uses() {
         .map(|r| (r.resource.clone(), r.verb.clone()))
         .collect();
     assert_eq!(used, granted(), "used (left) versus granted (right)");
+    // The webhook grant is for one object: only the injector's own configuration was touched.
+    assert!(
+        injector_requests
+            .iter()
+            .filter(|r| r.resource == "mutatingwebhookconfigurations")
+            .all(|r| r.name.as_deref() == Some("pull-secret-injector"))
+    );
 }
 
 /// Every (resource, verb) the manifest grants, from its Roles and ClusterRoles.
@@ -1068,7 +1094,10 @@ fn granted() -> BTreeSet<(String, String)> {
                 .iter()
                 .filter_map(|g| g.as_str())
                 .collect();
-            assert_eq!(groups, [""], "only the core group is used");
+            assert!(
+                groups == [""] || groups == ["admissionregistration.k8s.io"],
+                "only the core and admissionregistration groups are used: {groups:?}"
+            );
             for resource in rule["resources"].as_sequence().expect("resources") {
                 for verb in rule["verbs"].as_sequence().expect("verbs") {
                     let (r, v) = (resource.as_str().expect("r"), verb.as_str().expect("v"));

@@ -3,6 +3,8 @@
 //! certificates of caBundle as the only trust roots, failurePolicy, sideEffects on dry runs).
 //! The webhooks are the MutatingWebhookConfigurations in the store, read afresh for every call.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use base64::Engine;
@@ -183,7 +185,8 @@ async fn call_one(
         record(call);
         return Err(failure);
     }
-    match invoke(ctx, info, namespace, hook, obj).await {
+    let routes = lock(&core.services).clone();
+    match invoke(ctx, info, namespace, hook, obj, &routes).await {
         Ok(Outcome::Allowed { patched, warnings }) => {
             ctx.warnings.extend(warnings.iter().cloned());
             call.warnings = warnings;
@@ -243,13 +246,35 @@ async fn invoke(
     namespace: &str,
     hook: &MutatingWebhook,
     obj: &Value,
+    routes: &HashMap<(String, String), SocketAddr>,
 ) -> Result<Outcome, String> {
     if !hook.admission_review_versions.iter().any(|v| v == "v1") {
         return Err("webhook does not accept known AdmissionReview versions".into());
     }
-    let base = hook.client_config.url.as_deref().ok_or(
-        "clientConfig.service is not supported by the fake apiserver; use clientConfig.url",
-    )?;
+    // A Service reference is dialled as kube-apiserver dials it: by the name
+    // `service.namespace.svc` (which the certificate must hold), at an address standing for the
+    // Service's endpoints (`FakeApiServer::route_service`).
+    let mut resolved: Option<(String, SocketAddr)> = None;
+    let base = match (&hook.client_config.url, &hook.client_config.service) {
+        (Some(url), _) => url.clone(),
+        (None, Some(service)) => {
+            let host = format!("{}.{}.svc", service.name, service.namespace);
+            let addr = routes
+                .get(&(service.namespace.clone(), service.name.clone()))
+                .copied()
+                .ok_or_else(|| {
+                    format!(
+                        "failed to call webhook: service {}/{} has no endpoints",
+                        service.namespace, service.name
+                    )
+                })?;
+            let port = service.port.unwrap_or(443);
+            let path = service.path.clone().unwrap_or_default();
+            resolved = Some((host.clone(), addr));
+            format!("https://{host}:{port}{path}")
+        }
+        (None, None) => return Err("clientConfig has neither url nor service".into()),
+    };
     let timeout = u64::try_from(hook.timeout_seconds.unwrap_or(10).clamp(1, 30)).unwrap_or(10);
     let url = format!(
         "{base}{}timeout={timeout}s",
@@ -268,6 +293,9 @@ async fn invoke(
         .map_err(|e| format!("failed to call webhook: invalid caBundle: {}", chain(&e)))?;
     for root in roots {
         builder = builder.add_root_certificate(root);
+    }
+    if let Some((host, addr)) = &resolved {
+        builder = builder.resolve(host, *addr);
     }
     let client = builder
         .build()

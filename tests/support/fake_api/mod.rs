@@ -34,9 +34,11 @@
 //!   one fails at once with kube's 504 "Too large resource version" instead of waiting 3 s.
 //! - A watch from a version newer than the current one starts from now.
 //! - Webhooks are called on CREATE only (UPDATE/DELETE/CONNECT rules never fire), for every
-//!   resource their rules match; `reinvocationPolicy`, `matchPolicy`, `matchConditions` and
-//!   `clientConfig.service` are not supported (a service reference fails the call). As in kube,
-//!   no webhook is called on webhook configurations themselves.
+//!   resource their rules match; `reinvocationPolicy`, `matchPolicy` and `matchConditions` are
+//!   not supported. A `clientConfig.service` has no Service object behind it: the test says
+//!   where it is served with `route_service`, and the call dials that address with the name
+//!   `service.namespace.svc`, as kube-apiserver does (no route: the call fails). As in kube, no
+//!   webhook is called on webhook configurations themselves.
 //! - An empty `caBundle` trusts nothing (kube would fall back to the system roots, which do not
 //!   hold a test CA either). A new HTTPS client is made for every call, so nothing of an earlier
 //!   TLS session carries over.
@@ -137,6 +139,8 @@ pub(crate) struct Core {
     pub admission_calls: Mutex<Vec<AdmissionCall>>,
     pub faults: Mutex<faults::Faults>,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Where each Service (namespace, name) is served: its endpoints, for webhook calls.
+    pub services: Mutex<HashMap<(String, String), std::net::SocketAddr>>,
 }
 
 /// A poisoned lock only means another test thread panicked; the data is still what we want.
@@ -181,6 +185,7 @@ impl FakeApiServer {
             rbac: Mutex::new(Rbac::default()),
             requests: Mutex::new(Vec::new()),
             admission_calls: Mutex::new(Vec::new()),
+            services: Mutex::new(HashMap::new()),
             faults: Mutex::new(faults::Faults::default()),
             shutdown: shutdown_rx,
         });
@@ -240,6 +245,13 @@ impl FakeApiServer {
         if let Err(failure) = api::put_unchecked(&self.core, info, obj) {
             panic!("register_webhook: {}", failure.message);
         }
+    }
+
+    /// Serves the Service `namespace/name` at `addr` (its endpoints): webhooks whose
+    /// `clientConfig.service` names it are dialled at `addr` with the server name
+    /// `name.namespace.svc`, as kube-apiserver does.
+    pub fn route_service(&self, namespace: &str, name: &str, addr: std::net::SocketAddr) {
+        lock(&self.core.services).insert((namespace.to_string(), name.to_string()), addr);
     }
 
     /// Deletes the MutatingWebhookConfiguration `name`, if there is one.
