@@ -263,6 +263,18 @@ fn decoded_auths(secret: &Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// The admission warnings of the last Pod the webhook was called for.
+fn last_pod_warnings(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .api
+        .admission_calls()
+        .into_iter()
+        .rev()
+        .find(|c| c.kind == "Pod")
+        .expect("an admission call for a pod")
+        .warnings
+}
+
 fn annotation(object: &Value, key: &str) -> Option<String> {
     object["metadata"]["annotations"][key]
         .as_str()
@@ -702,17 +714,10 @@ async fn a_foreign_secret_with_the_copy_name_is_never_touched() {
         .create_pod("team-f", &["us.icr.io/team/app:1"])
         .await;
     assert!(pull_secrets(&pod).is_empty(), "{pod}");
-    let call = cluster
-        .api
-        .admission_calls()
-        .into_iter()
-        .rev()
-        .find(|c| c.kind == "Pod" && c.namespace == "team-f")
-        .expect("admission call");
+    let warnings = last_pod_warnings(&cluster);
     assert!(
-        call.warnings.iter().any(|w| w.contains("not managed")),
-        "{:?}",
-        call.warnings
+        warnings.iter().any(|w| w.contains("not managed")),
+        "{warnings:?}"
     );
     let after = cluster.secret("team-f", "all-icr-io").expect("still there");
     assert_eq!(
@@ -901,17 +906,10 @@ async fn api_faults_and_dropped_watches_lose_no_copy() {
     });
     let pod = cluster.create_pod("team-a", &["icr.io/a/b:1"]).await;
     assert_eq!(pull_secrets(&pod), ["all-icr-io"]);
-    let call = cluster
-        .api
-        .admission_calls()
-        .into_iter()
-        .rev()
-        .find(|c| c.kind == "Pod")
-        .expect("call");
+    let warnings = last_pod_warnings(&cluster);
     assert!(
-        call.warnings.iter().any(|w| w.contains("not created yet")),
-        "{:?}",
-        call.warnings
+        warnings.iter().any(|w| w.contains("not created yet")),
+        "{warnings:?}"
     );
     eventually("the deferred copy", || async {
         cluster.secret("team-a", "all-icr-io").is_some()
@@ -1135,17 +1133,10 @@ async fn copies_outlive_a_deleted_source_and_it_is_reported() {
     cluster.runner("team-k").await;
     let pod = cluster.create_pod("team-k", &["icr.io/a/b:1"]).await;
     assert!(pull_secrets(&pod).is_empty());
-    let call = cluster
-        .api
-        .admission_calls()
-        .into_iter()
-        .rev()
-        .find(|c| c.kind == "Pod")
-        .expect("call");
+    let warnings = last_pod_warnings(&cluster);
     assert!(
-        call.warnings.iter().any(|w| w.contains("not found")),
-        "{:?}",
-        call.warnings
+        warnings.iter().any(|w| w.contains("not found")),
+        "{warnings:?}"
     );
     // The source comes back: the copy is current again without being rewritten.
     cluster

@@ -257,11 +257,10 @@ async fn renew(
     let names = args.dns_names().join(",");
     // Published before the Secret changes: no replica serves the new certificate before
     // kube-apiserver trusts it.
-    if previous.is_some() {
-        let keeper = SelfSignedPublisher { client, args };
-        if let Err(reason) = keeper.publish(&bundle).await {
-            tracing::warn!("cannot add the new CA to caBundle before renewing: {reason}");
-        }
+    if previous.is_some()
+        && let Err(reason) = publish(client, args, &bundle).await
+    {
+        tracing::warn!("cannot add the new CA to caBundle before renewing: {reason}");
     }
     let data = BTreeMap::from([
         (CA_KEY.to_string(), ByteString(bundle.clone().into_bytes())),
@@ -338,68 +337,56 @@ async fn renew(
     }
 }
 
-/// Writes `caBundle`; shared by the start-up path and the keeper.
-struct SelfSignedPublisher<'a> {
-    client: &'a Client,
-    args: &'a SelfSignedArgs,
-}
-
-impl SelfSignedPublisher<'_> {
-    /// Sets every webhook's `caBundle` of the configuration to `bundle`, unless it already is.
-    async fn publish(&self, bundle: &str) -> Result<bool, String> {
-        let api: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
-        let name = &self.args.webhook_configuration;
-        let config = api
-            .get_opt(name)
-            .await
-            .map_err(|e| describe(&e))?
-            .ok_or_else(|| format!("MutatingWebhookConfiguration {name} not found"))?;
-        let encoded = STANDARD.encode(bundle);
-        let webhooks = config.webhooks.unwrap_or_default();
-        let mut ops = Vec::new();
-        for (i, webhook) in webhooks.iter().enumerate() {
-            let current = webhook
-                .client_config
-                .ca_bundle
-                .as_ref()
-                .map(|b| b.0.as_slice());
-            if current == Some(bundle.as_bytes()) {
-                continue;
-            }
-            // The test guards against the list changing between the read and the patch.
-            ops.push(
-                json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": webhook.name}),
-            );
-            ops.push(json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": encoded}));
+/// Sets every webhook's `caBundle` of the configuration to `bundle`, unless it already is;
+/// true when it was written.
+async fn publish(client: &Client, args: &SelfSignedArgs, bundle: &str) -> Result<bool, String> {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    let name = &args.webhook_configuration;
+    let config = api
+        .get_opt(name)
+        .await
+        .map_err(|e| describe(&e))?
+        .ok_or_else(|| format!("MutatingWebhookConfiguration {name} not found"))?;
+    let encoded = STANDARD.encode(bundle);
+    let webhooks = config.webhooks.unwrap_or_default();
+    let mut ops = Vec::new();
+    for (i, webhook) in webhooks.iter().enumerate() {
+        let current = webhook
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .map(|b| b.0.as_slice());
+        if current == Some(bundle.as_bytes()) {
+            continue;
         }
-        if ops.is_empty() {
-            return Ok(false);
-        }
-        let patch: json_patch::Patch =
-            serde_json::from_value(serde_json::Value::Array(ops)).map_err(|e| e.to_string())?;
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..Default::default()
-        };
-        api.patch(name, &params, &Patch::<()>::Json(patch))
-            .await
-            .map_err(|e| describe(&e))?;
-        tracing::info!(
-            webhook_configuration = %name,
-            "caBundle set to the self-signed CA bundle"
+        // The test guards against the list changing between the read and the patch.
+        ops.push(
+            json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": webhook.name}),
         );
-        Ok(true)
+        ops.push(json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": encoded}));
     }
+    if ops.is_empty() {
+        return Ok(false);
+    }
+    let patch: json_patch::Patch =
+        serde_json::from_value(serde_json::Value::Array(ops)).map_err(|e| e.to_string())?;
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    api.patch(name, &params, &Patch::<()>::Json(patch))
+        .await
+        .map_err(|e| describe(&e))?;
+    tracing::info!(
+        webhook_configuration = %name,
+        "caBundle set to the self-signed CA bundle"
+    );
+    Ok(true)
 }
 
 impl SelfSigned {
     async fn publish(&self, bundle: &str) -> Result<bool, String> {
-        SelfSignedPublisher {
-            client: &self.client,
-            args: &self.args,
-        }
-        .publish(bundle)
-        .await
+        publish(&self.client, &self.args, bundle).await
     }
 
     async fn run(self) {
