@@ -264,6 +264,26 @@ fn serve_refuses_to_start_with_a_clear_reason() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("cannot read kubeconfig"), "{stderr}");
     assert!(stderr.contains("no-such-kubeconfig"), "{stderr}");
+    // Self-signed mode keeps its certificate in a Secret: it needs cluster mode.
+    let (code, _, stderr) = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--self-signed",
+        "--config",
+        config,
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--self-signed needs cluster mode"),
+        "{stderr}"
+    );
+    // Neither certificate files nor --self-signed.
+    let (code, _, stderr) = run(&["serve", "--config", config]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--tls-cert"), "{stderr}");
     // A ConfigMap reference that is not NAMESPACE/NAME.
     let (code, _, stderr) = run(&[&base[..], &["--config-map", "just-a-name"]].concat());
     assert_eq!(code, Some(2), "{stderr}");
