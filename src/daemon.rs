@@ -10,9 +10,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use crate::cluster::ClusterArgs;
+pub use crate::cluster::ClusterOptions;
 use crate::cluster::index::ClusterIndex;
 use crate::cluster::self_signed::{self, SelfSignedArgs};
-use crate::config::DEFAULT_CONFIG_MAP;
 use crate::file_source::FileSource;
 use crate::metrics::Metrics;
 use crate::reload;
@@ -63,74 +63,6 @@ pub enum TlsSource {
         /// Validity of each new pair.
         validity: Duration,
     },
-}
-
-/// How cluster mode reaches the API and paces itself.
-#[derive(Debug, Clone)]
-pub struct ClusterOptions {
-    /// A kubeconfig; otherwise the in-cluster config, then `KUBECONFIG`.
-    pub kubeconfig: Option<PathBuf>,
-    /// The config ConfigMap as `namespace/name`; default: `pull-secret-injector` in the own
-    /// namespace.
-    pub config_map: Option<String>,
-    /// How long an admission waits for the copies it needs.
-    pub copy_timeout: Duration,
-    /// How often every watch lists again from scratch.
-    pub resync_interval: Duration,
-    /// How often every ServiceAccount in scope is checked.
-    pub backfill_interval: Duration,
-    /// How soon failed writes are tried again.
-    pub retry_interval: Duration,
-    /// Sustained API requests per second.
-    pub api_qps: u32,
-    /// Burst above `api_qps`.
-    pub api_burst: u32,
-}
-
-impl Default for ClusterOptions {
-    fn default() -> Self {
-        ClusterOptions {
-            kubeconfig: None,
-            config_map: None,
-            copy_timeout: Duration::from_secs(2),
-            resync_interval: Duration::from_secs(300),
-            backfill_interval: Duration::from_secs(600),
-            retry_interval: Duration::from_secs(5),
-            api_qps: 50,
-            api_burst: 100,
-        }
-    }
-}
-
-impl ClusterOptions {
-    /// The settings cluster mode starts with.
-    fn to_args(&self, own_namespace: &str) -> Result<ClusterArgs, ServeError> {
-        let (namespace, name) = match &self.config_map {
-            None => (own_namespace.to_string(), DEFAULT_CONFIG_MAP.to_string()),
-            Some(text) => match text.split_once('/') {
-                Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-                    (ns.to_string(), name.to_string())
-                }
-                _ => {
-                    return Err(ServeError::Usage(format!(
-                        "--config-map {text:?}: expected NAMESPACE/NAME"
-                    )));
-                }
-            },
-        };
-        Ok(ClusterArgs {
-            kubeconfig: self.kubeconfig.clone(),
-            config_map_namespace: namespace,
-            config_map_name: name,
-            own_namespace: own_namespace.to_string(),
-            copy_timeout: self.copy_timeout,
-            resync_interval: self.resync_interval,
-            backfill_interval: self.backfill_interval,
-            retry_interval: self.retry_interval,
-            api_qps: self.api_qps,
-            api_burst: self.api_burst,
-        })
-    }
 }
 
 /// A started server.
@@ -231,7 +163,10 @@ pub async fn start(
     }
     let cluster_args = match args.config {
         Some(_) => None,
-        None => Some(args.cluster_mode.to_args(&args.own_namespace)?),
+        None => Some(ClusterArgs::new(
+            args.cluster_mode.clone(),
+            &args.own_namespace,
+        )?),
     };
     let metrics = Arc::new(Metrics::new());
     let mut background: Vec<JoinHandle<()>> = Vec::new();

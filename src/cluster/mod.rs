@@ -28,7 +28,7 @@ use kube::{Api, Client};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::config::{CONFIG_KEY, Config, Source};
+use crate::config::{CONFIG_KEY, Config, DEFAULT_CONFIG_MAP, Source};
 use crate::metrics::Metrics;
 use crate::policy::Catalog;
 use crate::reload::Fingerprint;
@@ -40,30 +40,79 @@ use index::{ClusterIndex, Feed};
 /// The field manager of every write, so that the injector's fields are told apart from others'.
 pub const FIELD_MANAGER: &str = "pull-secret-injector";
 
-/// Settings of cluster mode.
+/// How cluster mode reaches the API and paces itself.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// A kubeconfig; otherwise the in-cluster config, then `KUBECONFIG`.
+    pub kubeconfig: Option<PathBuf>,
+    /// The config ConfigMap as `namespace/name`; default: `pull-secret-injector` in the own
+    /// namespace.
+    pub config_map: Option<String>,
+    /// How long an admission waits for the copies it needs.
+    pub copy_timeout: Duration,
+    /// How often every watch lists again from scratch.
+    pub resync_interval: Duration,
+    /// How often every ServiceAccount in scope is checked.
+    pub backfill_interval: Duration,
+    /// How soon failed writes are tried again.
+    pub retry_interval: Duration,
+    /// Sustained API requests per second.
+    pub api_qps: u32,
+    /// Burst above `api_qps`.
+    pub api_burst: u32,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            kubeconfig: None,
+            config_map: None,
+            copy_timeout: Duration::from_secs(2),
+            resync_interval: Duration::from_secs(300),
+            backfill_interval: Duration::from_secs(600),
+            retry_interval: Duration::from_secs(5),
+            api_qps: 50,
+            api_burst: 100,
+        }
+    }
+}
+
+/// Settings of cluster mode, resolved against the injector's namespace.
 #[derive(Debug, Clone)]
 pub struct ClusterArgs {
-    /// A kubeconfig to use instead of the in-cluster config (or `KUBECONFIG`).
-    pub kubeconfig: Option<PathBuf>,
+    /// What the command line said.
+    pub options: ClusterOptions,
     /// Namespace of the config ConfigMap.
     pub config_map_namespace: String,
     /// Name of the config ConfigMap.
     pub config_map_name: String,
     /// The injector's own namespace, never injected into.
     pub own_namespace: String,
-    /// How long an admission waits for the copies it needs.
-    pub copy_timeout: Duration,
-    /// How often every watch is restarted with a full list, so a stalled watch cannot leave
-    /// data stale for longer.
-    pub resync_interval: Duration,
-    /// How often every ServiceAccount in scope is checked.
-    pub backfill_interval: Duration,
-    /// How soon failed writes are tried again.
-    pub retry_interval: Duration,
-    /// Sustained API requests per second (writes and lists; watches are not counted).
-    pub api_qps: u32,
-    /// Requests allowed in a burst above `api_qps`.
-    pub api_burst: u32,
+}
+
+impl ClusterArgs {
+    /// Resolves `--config-map` (default: `pull-secret-injector` in `own_namespace`).
+    pub fn new(options: ClusterOptions, own_namespace: &str) -> Result<Self, ClusterError> {
+        let (namespace, name) = match &options.config_map {
+            None => (own_namespace.to_string(), DEFAULT_CONFIG_MAP.to_string()),
+            Some(text) => match text.split_once('/') {
+                Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                    (ns.to_string(), name.to_string())
+                }
+                _ => {
+                    return Err(ClusterError::Usage(format!(
+                        "--config-map {text:?}: expected NAMESPACE/NAME"
+                    )));
+                }
+            },
+        };
+        Ok(ClusterArgs {
+            options,
+            config_map_namespace: namespace,
+            config_map_name: name,
+            own_namespace: own_namespace.to_string(),
+        })
+    }
 }
 
 /// Why cluster mode cannot start.
@@ -180,10 +229,10 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, Clus
 pub async fn start(args: ClusterArgs, app: Arc<App>) -> Result<ClusterHandle, ClusterError> {
     // rustls picks a process-wide provider only when exactly one is compiled in; say which.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let qps = NonZeroU32::new(args.api_qps)
+    let qps = NonZeroU32::new(args.options.api_qps)
         .ok_or_else(|| ClusterError::Usage("--api-qps must be at least 1".to_string()))?;
-    let burst = NonZeroU32::new(args.api_burst.max(1)).unwrap_or(NonZeroU32::MIN);
-    let client = client(args.kubeconfig.as_deref()).await?;
+    let burst = NonZeroU32::new(args.options.api_burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    let client = client(args.options.kubeconfig.as_deref()).await?;
     let metrics = app.metrics().clone();
     app.set_not_ready(&format!(
         "waiting for the ConfigMap {}/{} and the first list of namespaces and copies",

@@ -197,11 +197,21 @@ struct Memory {
 /// Runs the reconciler until the task is aborted.
 pub(crate) async fn run(shared: Arc<Shared>, writer: Arc<Writer>) {
     let mut memory = Memory::default();
-    let mut backfill =
-        tokio::time::interval(shared.args.backfill_interval.max(Duration::from_secs(1)));
+    let mut backfill = tokio::time::interval(
+        shared
+            .args
+            .options
+            .backfill_interval
+            .max(Duration::from_secs(1)),
+    );
     backfill.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut retry =
-        tokio::time::interval(shared.args.retry_interval.max(Duration::from_millis(100)));
+    let mut retry = tokio::time::interval(
+        shared
+            .args
+            .options
+            .retry_interval
+            .max(Duration::from_millis(100)),
+    );
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Both fire at once; the first pass waits for a snapshot anyway.
     backfill.tick().await;

@@ -29,7 +29,11 @@ async fn run<K, S>(
 ) where
     S: Stream<Item = Result<Event<K>, watcher::Error>> + Send,
 {
-    let resync = shared.args.resync_interval.max(Duration::from_secs(1));
+    let resync = shared
+        .args
+        .options
+        .resync_interval
+        .max(Duration::from_secs(1));
     let mut failing: Option<String> = None;
     loop {
         let stream = open();

@@ -294,7 +294,7 @@ impl CopyMaker for AdmissionCopier {
         Box::pin(async move {
             let copies = pending.take_copies();
             let shared = &self.0.shared;
-            let budget = shared.args.copy_timeout;
+            let budget = shared.args.options.copy_timeout;
             let mut attempts = Vec::new();
             for request in copies {
                 if request.update {
