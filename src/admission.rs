@@ -10,7 +10,8 @@ use json_patch::{AddOperation, Patch, PatchOperation};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::policy::{Catalog, Decision, INJECTED_ANNOTATION, Subject, SubjectKind};
+use crate::marks::INJECTED_ANNOTATION;
+use crate::policy::{Catalog, Decision, Subject, SubjectKind};
 use crate::state::{ClusterView, NamespaceInfo};
 
 /// Why a request body is not an AdmissionReview the injector can answer (HTTP 400).
@@ -137,6 +138,16 @@ impl Pending {
         self.outcome.decision.as_ref()
     }
 
+    /// The namespace, when nothing was decided because the view does not know it.
+    pub fn unknown_namespace(&self) -> Option<String> {
+        let decision = self.outcome.decision.as_ref()?;
+        decision
+            .warnings
+            .iter()
+            .any(|w| w.reason == crate::policy::WarningReason::NamespaceUnknown)
+            .then(|| self.outcome.namespace.clone())
+    }
+
     /// Takes the copies the decision asks for, leaving none behind.
     pub fn take_copies(&mut self) -> Vec<crate::policy::CopyRequest> {
         self.outcome
@@ -178,10 +189,17 @@ impl Pending {
         } = self;
         let (response, outcome) = match (patch, outcome.decision.take()) {
             (Some(ctx), Some(decision)) => finish(response, outcome, decision, &ctx),
-            (_, decision) => {
-                outcome.decision = decision;
-                (response, outcome)
+            (None, Some(decision)) => {
+                // Decided not to patch at all (an unknown namespace): only the warnings.
+                let warnings = decision
+                    .warnings
+                    .iter()
+                    .map(|w| w.message.clone())
+                    .collect();
+                outcome.decision = Some(decision);
+                (with_warnings(response, warnings), outcome)
             }
+            (_, None) => (response, outcome),
         };
         render(response, outcome)
     }
@@ -324,6 +342,17 @@ fn answer(
     let unknown;
     let ns = match view.namespace(&outcome.namespace) {
         Some(ns) => ns,
+        // The live view holds every namespace: a review for one it does not hold is forged,
+        // or ahead of the Namespace watch by moments. Either way nothing is written for it;
+        // ServiceAccounts are brought in line once the namespace is seen.
+        None if view.lists_every_namespace() => {
+            outcome.decision = Some(Decision::unknown_namespace(&outcome.namespace));
+            return Pending {
+                response,
+                outcome,
+                patch: None,
+            };
+        }
         None => {
             unknown = NamespaceInfo::named(&outcome.namespace);
             &unknown
@@ -505,7 +534,7 @@ mod wire {
 
     use serde::Deserialize;
 
-    use crate::policy::{INJECTED_ANNOTATION, OPT_OUT_KEY};
+    use crate::marks::{INJECTED_ANNOTATION, OPT_OUT_KEY};
     use serde::de::{
         self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
     };

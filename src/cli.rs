@@ -166,7 +166,7 @@ struct CheckReport<'a> {
     namespace: &'a str,
     image_pull_secrets: &'a [String],
     images: Vec<ImageJson<'a>>,
-    warnings: Vec<&'a str>,
+    warnings: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -251,7 +251,10 @@ fn check_json(namespace: &str, decision: &Decision) -> String {
         warnings: decision
             .warnings
             .iter()
-            .map(|w| w.message.as_str())
+            .map(|w| match &w.detail {
+                Some(detail) => format!("{} (why: {detail})", w.message),
+                None => w.message.clone(),
+            })
             .collect(),
     };
     let mut text = serde_json::to_string_pretty(&report).unwrap_or_default();
@@ -304,6 +307,9 @@ fn check_text(ns: &NamespaceInfo, decision: &Decision) -> String {
     }
     for w in &decision.warnings {
         out.push_str(&format!("  warning: {}\n", w.message));
+        if let Some(detail) = &w.detail {
+            out.push_str(&format!("    why: {detail}\n"));
+        }
     }
     out
 }

@@ -230,14 +230,40 @@ impl DockerConfig {
 
     /// `sha256:` + hex of the canonical `.dockerconfigjson` bytes.
     pub fn content_hash(&self) -> String {
-        let digest = Sha256::digest(self.to_dockerconfigjson());
-        let mut out = String::with_capacity(7 + 64);
-        out.push_str("sha256:");
-        for b in digest {
-            out.push_str(&format!("{b:02x}"));
-        }
-        out
+        content_hash_of(&self.to_dockerconfigjson())
     }
+}
+
+/// The registry keys a pull secret holds, read leniently (only the shape `{"auths": {key:
+/// ...}}`, or `{key: ...}` for `.dockercfg`), for telling who a secret that fails validation
+/// was meant for. `None` when even that cannot be read.
+pub fn registry_keys_of(secret: &Secret) -> Option<Vec<String>> {
+    let data = secret.data.as_ref()?;
+    let (bytes, legacy) = match secret.type_.as_deref() {
+        Some(DOCKER_CONFIG_JSON_TYPE) => (data.get(DOCKER_CONFIG_JSON_KEY)?, false),
+        Some(DOCKERCFG_TYPE) => (data.get(DOCKERCFG_KEY)?, true),
+        _ => return None,
+    };
+    let value: Value = serde_json::from_slice(&bytes.0).ok()?;
+    let entries = if legacy {
+        value.as_object()?
+    } else {
+        value.get("auths")?.as_object()?
+    };
+    Some(entries.keys().cloned().collect())
+}
+
+/// `sha256:` + hex of some bytes: the form of every content hash, so that the hash of a copy's
+/// data as stored compares equal to its source's [`DockerConfig::content_hash`].
+pub fn content_hash_of(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in digest {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 /// Sorts object keys at every level. serde_json's map is sorted today, but a dependency turning

@@ -12,6 +12,7 @@ pub mod file_source;
 pub mod glob;
 pub mod image;
 pub mod keyring;
+pub mod marks;
 pub mod metrics;
 pub mod policy;
 pub mod redact;

@@ -179,6 +179,13 @@ struct Serve {
     /// Cluster mode: API requests allowed in a burst above --api-qps.
     #[arg(long, default_value_t = 100)]
     api_burst: u32,
+    /// Cluster mode: sustained API requests per second for the copies admissions wait for,
+    /// a budget apart from --api-qps so that background work cannot starve them.
+    #[arg(long, default_value_t = 20)]
+    admission_api_qps: u32,
+    /// Cluster mode: API requests allowed in a burst above --admission-api-qps.
+    #[arg(long, default_value_t = 40)]
+    admission_api_burst: u32,
 }
 
 fn serve(s: Serve) -> Result<cli::Output, String> {
@@ -219,6 +226,8 @@ fn serve(s: Serve) -> Result<cli::Output, String> {
             retry_interval: s.retry_interval,
             api_qps: s.api_qps,
             api_burst: s.api_burst,
+            admission_api_qps: s.admission_api_qps,
+            admission_api_burst: s.admission_api_burst,
         },
     };
     daemon::serve(&args).map_err(|e| {

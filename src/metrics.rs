@@ -73,6 +73,12 @@ struct CopyStateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProblemLabels {
+    credential: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabels {
     action: &'static str,
 }
@@ -111,6 +117,7 @@ pub struct Metrics {
     config_credentials: Gauge,
     certificate_reloads: Family<ResultLabels, Counter>,
     copies: Family<CopyStateLabels, Gauge>,
+    credential_problems: Family<ProblemLabels, Gauge>,
     writes: Family<ActionLabels, Counter>,
     reconcile_errors: Family<ActionLabels, Counter>,
     watch_errors: Family<WatchLabels, Counter>,
@@ -192,6 +199,13 @@ impl Metrics {
              it; deleted when prune is on)",
             copies.clone(),
         );
+        let credential_problems = Family::<ProblemLabels, Gauge>::default();
+        registry.register(
+            "credential_problems",
+            "Unusable sources of configured credentials, by credential and reason \
+             (source_missing, source_invalid, source_empty): not injected until fixed",
+            credential_problems.clone(),
+        );
         let writes = Family::<ActionLabels, Counter>::default();
         registry.register(
             "api_writes",
@@ -241,6 +255,7 @@ impl Metrics {
             config_credentials,
             certificate_reloads,
             copies,
+            credential_problems,
             writes,
             reconcile_errors,
             watch_errors,
@@ -257,6 +272,23 @@ impl Metrics {
                 .get_or_create(&CopyStateLabels {
                     credential: credential.clone(),
                     state,
+                })
+                .set(*n);
+        }
+    }
+
+    /// Replaces the credential problem counts: `(credential, reason) -> count`. Credential
+    /// names come from the config only.
+    pub fn set_credential_problems(
+        &self,
+        counts: &std::collections::BTreeMap<(String, &'static str), i64>,
+    ) {
+        self.credential_problems.clear();
+        for ((credential, reason), n) in counts {
+            self.credential_problems
+                .get_or_create(&ProblemLabels {
+                    credential: credential.clone(),
+                    reason,
                 })
                 .set(*n);
         }

@@ -18,22 +18,8 @@ use crate::config::{Config, Credential, PROTECTED_NAMESPACES, Source};
 use crate::dockerconfig::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, DockerConfig};
 use crate::image::ImageRef;
 use crate::keyring::{Keyring, RegistryKey};
+use crate::marks::{OPT_OUT_KEY, copy_annotations, copy_labels};
 use crate::state::{ClusterView, NamespaceInfo};
-
-/// Label put on every copy the injector makes; only secrets carrying it are ever updated.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// Value of [`MANAGED_BY_LABEL`].
-pub const MANAGED_BY_VALUE: &str = "pull-secret-injector";
-/// Annotation on a copy: the credential that made it.
-pub const CREDENTIAL_ANNOTATION: &str = "pull-secret-injector/credential";
-/// Annotation on a copy: its source secret, `namespace/name`.
-pub const SOURCE_ANNOTATION: &str = "pull-secret-injector/source";
-/// Annotation on a copy: the hash of its content, to detect stale copies cheaply.
-pub const CONTENT_HASH_ANNOTATION: &str = "pull-secret-injector/content-hash";
-/// Annotation on a mutated object: the pull secrets the injector added.
-pub const INJECTED_ANNOTATION: &str = "pull-secret-injector/injected";
-/// Label or annotation that opts a namespace or object out when set to `"false"`.
-pub const OPT_OUT_KEY: &str = "pull-secret-injector/inject";
 
 /// A source secret, filtered and ready to be copied or matched.
 #[derive(Clone)]
@@ -85,15 +71,12 @@ impl PreparedSource {
             metadata: ObjectMeta {
                 name: Some(self.copy_name.clone()),
                 namespace: Some(namespace.to_string()),
-                labels: Some(BTreeMap::from([(
-                    MANAGED_BY_LABEL.to_string(),
-                    MANAGED_BY_VALUE.to_string(),
-                )])),
-                annotations: Some(BTreeMap::from([
-                    (CREDENTIAL_ANNOTATION.to_string(), self.credential.clone()),
-                    (SOURCE_ANNOTATION.to_string(), self.source_ref()),
-                    (CONTENT_HASH_ANNOTATION.to_string(), self.hash.clone()),
-                ])),
+                labels: Some(copy_labels()),
+                annotations: Some(copy_annotations(
+                    &self.credential,
+                    &self.source_ref(),
+                    &self.hash,
+                )),
                 ..Default::default()
             },
             type_: Some(DOCKER_CONFIG_JSON_TYPE.to_string()),
@@ -127,6 +110,8 @@ pub enum WarningReason {
     NamespaceTerminating,
     /// The copy could not be made in time at admission; the reconciler retries it.
     CopyDeferred,
+    /// The namespace is not (yet) known to the injector's view of the cluster.
+    NamespaceUnknown,
 }
 
 impl WarningReason {
@@ -142,6 +127,7 @@ impl WarningReason {
             WarningReason::LocalSecretInvalid => "local_secret_invalid",
             WarningReason::NamespaceTerminating => "namespace_terminating",
             WarningReason::CopyDeferred => "copy_deferred",
+            WarningReason::NamespaceUnknown => "namespace_unknown",
         }
     }
 }
@@ -151,8 +137,12 @@ impl WarningReason {
 pub struct Warning {
     /// Machine-readable cause.
     pub reason: WarningReason,
-    /// Human-readable text naming the object and the cause; never secret data.
+    /// Human-readable text naming the object and the cause; never secret data. This is what
+    /// the user creating the object reads, so it names nothing of other namespaces.
     pub message: String,
+    /// More for admins (`check`, logs), when the message holds back what a tenant must not
+    /// read: which source secret, and what is wrong with it. Never secret data either.
+    pub detail: Option<String>,
 }
 
 impl fmt::Display for Warning {
@@ -165,7 +155,37 @@ impl fmt::Display for Warning {
 #[derive(Debug, Clone)]
 struct CredentialProblem {
     reason: WarningReason,
+    /// The whole story, for admins (logs, Events): names the source secret and the cause.
     message: String,
+    /// The registry keys the unusable source holds, when they could be read, so that only
+    /// pods pulling from those registries hear of it.
+    keys: Option<Vec<RegistryKey>>,
+}
+
+/// A namespace-independent problem of one credential, for logs, metrics and Events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The credential.
+    pub credential: String,
+    /// What kind of problem.
+    pub reason: WarningReason,
+    /// The whole story, naming the source secret and the cause (never its data).
+    pub message: String,
+}
+
+impl WarningReason {
+    /// What a tenant is told about an unusable credential: the kind of problem, and nothing
+    /// of where the admin keeps the credential.
+    fn tenant_text(self) -> &'static str {
+        match self {
+            WarningReason::SourceMissing => "its source secret does not exist",
+            WarningReason::SourceInvalid => "its source secret is not a valid pull secret",
+            WarningReason::SourceEmpty => {
+                "its source secret holds no entry for the registries it serves"
+            }
+            _ => "it cannot be used",
+        }
+    }
 }
 
 /// The config, compiled against the current source secrets.
@@ -274,6 +294,25 @@ pub struct Decision {
     pub skipped: Option<String>,
 }
 
+impl Decision {
+    /// Nothing to do: the namespace is not known to a view that holds every namespace.
+    pub fn unknown_namespace(namespace: &str) -> Decision {
+        Decision {
+            skipped: Some(format!(
+                "namespace {namespace} is not known to the injector"
+            )),
+            warnings: vec![Warning {
+                reason: WarningReason::NamespaceUnknown,
+                message: format!(
+                    "pull-secret-injector: namespace {namespace} is not known to the injector yet; no pull secret injected"
+                ),
+                detail: None,
+            }],
+            ..Decision::default()
+        }
+    }
+}
+
 /// How a candidate secret stands in the target namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Availability {
@@ -289,6 +328,18 @@ impl Catalog {
     /// Compiles a config against the secrets the view holds. `own_namespace` is the injector's
     /// namespace, never injected into.
     pub fn build(config: Config, view: &dyn ClusterView, own_namespace: Option<&str>) -> Catalog {
+        Self::build_after(config, view, own_namespace, None)
+    }
+
+    /// [`Catalog::build`], remembering from the catalog it replaces which registries a source
+    /// that has since vanished served, so that pods pulling from them are told why nothing is
+    /// injected (and others are not).
+    pub fn build_after(
+        config: Config,
+        view: &dyn ClusterView,
+        own_namespace: Option<&str>,
+        previous: Option<&Catalog>,
+    ) -> Catalog {
         let mut sources = Vec::with_capacity(config.credentials.len());
         let mut problems = Vec::with_capacity(config.credentials.len());
         let mut keyring = Keyring::new();
@@ -306,6 +357,9 @@ impl Catalog {
                                 "credential {}: source secret {namespace}/{name} not found",
                                 credential.name
                             ),
+                            keys: previous.and_then(|p| {
+                                p.known_keys(&credential.name, &format!("{namespace}/{name}"))
+                            }),
                         });
                         Vec::new()
                     }
@@ -327,6 +381,7 @@ impl Catalog {
                                 credential.name,
                                 selector.to_query()
                             ),
+                            keys: None,
                         });
                     }
                     selected
@@ -404,6 +459,48 @@ impl Catalog {
             .flatten()
             .map(|p| p.message.clone())
             .chain(self.notes.iter().cloned())
+            .collect()
+    }
+
+    /// The registry keys this catalog knew a credential's source by: those of its prepared
+    /// source, or those an earlier catalog knew when it was already missing.
+    fn known_keys(&self, credential: &str, source_ref: &str) -> Option<Vec<RegistryKey>> {
+        let ci = self
+            .config
+            .credentials
+            .iter()
+            .position(|c| c.name == credential)?;
+        if let Some(source) = self.sources[ci]
+            .iter()
+            .find(|s| s.source_ref() == source_ref)
+        {
+            return Some(
+                source
+                    .content
+                    .keys()
+                    .filter_map(|k| RegistryKey::parse(k).ok())
+                    .collect(),
+            );
+        }
+        self.problems[ci]
+            .iter()
+            .find(|p| p.reason == WarningReason::SourceMissing)
+            .and_then(|p| p.keys.clone())
+    }
+
+    /// The credentials' source problems, with their reasons (for metrics and Events).
+    pub fn credential_problems(&self) -> Vec<Problem> {
+        self.config
+            .credentials
+            .iter()
+            .zip(&self.problems)
+            .flat_map(|(c, problems)| {
+                problems.iter().map(|p| Problem {
+                    credential: c.name.clone(),
+                    reason: p.reason,
+                    message: p.message.clone(),
+                })
+            })
             .collect()
     }
 
@@ -493,6 +590,7 @@ impl Catalog {
                     "pull-secret-injector: namespace {} is terminating; no pull secret injected",
                     ns.name
                 ),
+                detail: None,
             });
             return decision;
         }
@@ -519,6 +617,11 @@ fn prepare(
     let full = DockerConfig::from_secret(secret).map_err(|e| CredentialProblem {
         reason: WarningReason::SourceInvalid,
         message: format!("credential {}: {e}", credential.name),
+        keys: crate::dockerconfig::registry_keys_of(secret).map(|keys| {
+            keys.iter()
+                .filter_map(|k| RegistryKey::parse(k).ok())
+                .collect()
+        }),
     })?;
     for key in full.keys() {
         if let Err(e) = RegistryKey::parse(key) {
@@ -536,6 +639,7 @@ fn prepare(
                 "credential {}: secret {namespace}/{name} has no registry entry selected by its registries",
                 credential.name
             ),
+            keys: Some(Vec::new()),
         });
     }
     let data = content.to_dockerconfigjson();
@@ -670,6 +774,7 @@ impl<'c> Run<'c> {
                                 "pull-secret-injector: credential {}: not injected: {e}",
                                 credential.name
                             ),
+                            detail: None,
                         });
                         continue;
                     }
@@ -694,18 +799,73 @@ impl<'c> Run<'c> {
         }
     }
 
-    /// Reports a credential's source problems once, for credentials that are in scope.
-    fn report_problems(&mut self, ci: usize) {
+    /// Reports a credential's source problems once, for credentials that are in scope, in
+    /// words a tenant can act on: the credential and the kind of problem, never the admin's
+    /// source namespace, secret or registry entries (those go to the logs and Events).
+    /// With `images`, only problems whose source might serve one of them are reported.
+    fn report_problems(&mut self, ci: usize, images: Option<&[&str]>) {
         if self.reported[ci] {
             return;
         }
-        self.reported[ci] = true;
+        let credential = &self.catalog.config.credentials[ci];
+        let mut reasons: Vec<(WarningReason, Vec<&str>)> = Vec::new();
         for p in &self.catalog.problems[ci] {
+            // `check` (explain) also shows a source whose keys cannot be read: an admin asks.
+            let unknown =
+                p.keys.is_none() && self.catalog.config.credentials[ci].registries.is_none();
+            let concerned = match images {
+                None => true,
+                Some(images) => self.concerns(ci, p, images) || (self.explain && unknown),
+            };
+            if !concerned {
+                continue;
+            }
+            match reasons.iter_mut().find(|(r, _)| *r == p.reason) {
+                Some((_, details)) => details.push(&p.message),
+                None => reasons.push((p.reason, vec![&p.message])),
+            }
+        }
+        if reasons.is_empty() {
+            return;
+        }
+        self.reported[ci] = true;
+        for (reason, details) in reasons {
             self.warnings.push(Warning {
-                reason: p.reason,
-                message: format!("pull-secret-injector: {}; not injected", p.message),
+                reason,
+                message: format!(
+                    "pull-secret-injector: credential {} not injected: {}; ask your cluster admin",
+                    credential.name,
+                    reason.tenant_text()
+                ),
+                detail: Some(details.join("; ")),
             });
         }
+    }
+
+    /// Whether an unusable source might have served one of the images: by the credential's
+    /// `registries` when it has them, else by the keys the source holds, when they could be
+    /// read. A source whose keys are unknown concerns no pod in particular.
+    fn concerns(&self, ci: usize, problem: &CredentialProblem, images: &[&str]) -> bool {
+        let credential = &self.catalog.config.credentials[ci];
+        images.iter().any(|raw| {
+            let Ok(image) = ImageRef::parse(raw) else {
+                return false;
+            };
+            let name = image.name();
+            let Ok(target) = crate::keyring::Location::of_image(&image, name) else {
+                return false;
+            };
+            match (&credential.registries, &problem.keys) {
+                (Some(patterns), _) => crate::keyring::Location::parse(name)
+                    .is_ok_and(|loc| patterns.iter().any(|p| p.matches(&loc))),
+                (None, Some(keys)) => keys.iter().any(|k| {
+                    k.matches(&target)
+                        || k.is_default_registry()
+                            && crate::keyring::is_default_registry_match(name)
+                }),
+                (None, None) => false,
+            }
+        })
     }
 
     fn availability(&mut self, ci: usize, si: usize) -> Availability {
@@ -741,6 +901,7 @@ impl<'c> Run<'c> {
                     "pull-secret-injector: credential {}: secret {ns}/{} exists and is not managed by pull-secret-injector; left alone, not injected",
                     source.credential, source.copy_name
                 ),
+                detail: None,
             });
         }
         if existing.hash == Some(source.hash.as_str()) {
@@ -759,6 +920,7 @@ impl<'c> Run<'c> {
                     source.copy_name,
                     existing.credential.unwrap_or("(unknown)")
                 ),
+                detail: None,
             })
         }
     }
@@ -778,6 +940,7 @@ impl<'c> Run<'c> {
                         message: format!(
                             "pull-secret-injector: {e}; no pull secret injected for it"
                         ),
+                        detail: None,
                     });
                     if self.explain {
                         decision.images.push(ImageReport {
@@ -795,26 +958,12 @@ impl<'c> Run<'c> {
             }
         }
         // Credentials in scope whose source is broken may have been meant for these images:
-        // say so, unless their registries rule the images out.
+        // say so, unless their registries or keys rule the images out.
         for &ci in &self.catalog.troubled_credentials {
-            if self.admitted(ci) && self.could_apply(ci, images) {
-                self.report_problems(ci);
+            if self.admitted(ci) {
+                self.report_problems(ci, Some(images));
             }
         }
-    }
-
-    /// Whether a credential's `registries` admit any of the images (all do when omitted).
-    fn could_apply(&self, ci: usize, images: &[&str]) -> bool {
-        let credential = &self.catalog.config.credentials[ci];
-        let Some(patterns) = &credential.registries else {
-            return true;
-        };
-        images.iter().any(|raw| {
-            ImageRef::parse(raw).is_ok_and(|image| {
-                crate::keyring::Location::parse(image.name())
-                    .is_ok_and(|loc| patterns.iter().any(|p| p.matches(&loc)))
-            })
-        })
     }
 
     fn match_image(&mut self, raw: &str, image: &ImageRef) -> ImageReport {
@@ -912,7 +1061,7 @@ impl<'c> Run<'c> {
             if !self.admitted(ci) {
                 continue;
             }
-            self.report_problems(ci);
+            self.report_problems(ci, None);
             for si in 0..self.catalog.sources[ci].len() {
                 if self.availability(ci, si) != Availability::Blocked {
                     self.wanted.push((ci, si));
@@ -958,6 +1107,7 @@ impl<'c> Run<'c> {
                                 "pull-secret-injector: credentials {} and {} both want a secret named {} with different content; only {} injected",
                                 owner.credential, source.credential, source.copy_name, owner.credential
                             ),
+                            detail: None,
                         });
                     }
                     continue;
@@ -1000,6 +1150,7 @@ impl<'c> Run<'c> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::marks::*;
     use crate::state::ClusterState;
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
@@ -1345,21 +1496,41 @@ credentials:
             "an up-to-date copy is not rewritten"
         );
 
+        // What a copy holds counts, not what its annotation claims: a claim alone changes
+        // nothing, replaced data makes it stale even with the claim intact.
         copy.metadata
             .annotations
             .as_mut()
             .unwrap()
             .insert(CONTENT_HASH_ANNOTATION.into(), "sha256:old".into());
         state.insert_secret(copy.clone());
+        let claimed = c.decide(&subject, &ns("team-a", &[]), &state, false);
+        assert!(claimed.copies.is_empty());
+        let mut tampered = first.copies[0].source.copy_secret("team-a");
+        tampered.data = Some(BTreeMap::from([(
+            DOCKER_CONFIG_JSON_KEY.to_string(),
+            ByteString(br#"{"auths":{"us.icr.io":{"auth":"dTpw"}}}"#.to_vec()),
+        )]));
+        state.insert_secret(tampered);
         let stale = c.decide(&subject, &ns("team-a", &[]), &state, false);
         assert_eq!(stale.add, ["all-icr-io"]);
         assert!(stale.copies[0].update);
 
+        // Another credential's copy under the name: the same content is as good as ours,
+        // other content is a conflict.
         copy.metadata
             .annotations
             .as_mut()
             .unwrap()
             .insert(CREDENTIAL_ANNOTATION.into(), "someone-else".into());
+        state.insert_secret(copy.clone());
+        let same = c.decide(&subject, &ns("team-a", &[]), &state, false);
+        assert_eq!(same.add, ["all-icr-io"]);
+        assert!(same.copies.is_empty());
+        copy.data = Some(BTreeMap::from([(
+            DOCKER_CONFIG_JSON_KEY.to_string(),
+            ByteString(br#"{"auths":{"us.icr.io":{"auth":"dTpw"}}}"#.to_vec()),
+        )]));
         state.insert_secret(copy);
         let conflict = c.decide(&subject, &ns("team-a", &[]), &state, false);
         assert!(conflict.add.is_empty());
@@ -1391,14 +1562,50 @@ credentials:
             reasons(&d),
             [WarningReason::SourceInvalid, WarningReason::SourceMissing]
         );
-        assert!(d.warnings[1].message.contains("default/nope"));
-        // gone's registries do not cover quay.io: no warning about it for such a pod.
+        // Tenants hear which credential and what kind of problem, nothing of where the admin
+        // keeps it; the whole story is in the catalog's problems (logs, Events).
+        assert_eq!(
+            d.warnings[1].message,
+            "pull-secret-injector: credential gone not injected: its source secret does not exist; ask your cluster admin"
+        );
+        for w in &d.warnings {
+            assert!(
+                !w.message.contains("registry-creds") && !w.message.contains("default/nope"),
+                "{w}"
+            );
+            assert!(!w.message.contains("index.docker.io"), "{w}");
+        }
+        assert!(c.problems().iter().any(|p| p.contains("default/nope")));
+        // Neither broken credential serves us.icr.io (gone's registries, dockerhub's keys):
+        // a pod pulling only from there hears of neither.
         let d = c.decide(
             &pod(&["us.icr.io/a/b"], &[]),
             &ns("team-a", &[]),
             &state,
             false,
         );
+        assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+        // A ServiceAccount gets every credential in scope: it hears of both.
+        let d = c.decide(&sa("default"), &ns("team-a", &[]), &state, false);
+        assert_eq!(
+            reasons(&d),
+            [WarningReason::SourceInvalid, WarningReason::SourceMissing]
+        );
+    }
+
+    #[test]
+    fn a_source_whose_keys_cannot_be_read_concerns_no_pod() {
+        let mut state = cluster();
+        let mut broken = pull_secret("registry-creds", "dockerhub", &[], &[]);
+        broken.data = Some(BTreeMap::from([(
+            DOCKER_CONFIG_JSON_KEY.to_string(),
+            ByteString(b"not json".to_vec()),
+        )]));
+        state.insert_secret(broken);
+        let c = catalog(CONFIG, &state);
+        let d = c.decide(&pod(&["nginx"], &[]), &ns("team-a", &[]), &state, false);
+        assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+        let d = c.decide(&sa("default"), &ns("team-a", &[]), &state, false);
         assert_eq!(reasons(&d), [WarningReason::SourceInvalid]);
     }
 

@@ -79,6 +79,15 @@ pub struct App {
     permits: Semaphore,
     limits: Limits,
     copier: OnceLock<Arc<dyn CopyMaker>>,
+    namespaces: OnceLock<Arc<dyn NamespaceWait>>,
+}
+
+/// Waits, briefly and without any API call, for the live view to learn of a namespace a
+/// review names (cluster mode): a namespace's `default` ServiceAccount is created moments
+/// after the namespace, often before the Namespace watch has reported it.
+pub trait NamespaceWait: Send + Sync {
+    /// Whether the view knows `namespace` now, or learns of it within the wait's bound.
+    fn wait_for<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, bool>;
 }
 
 /// Makes the copies a decision asks for before the patch names them (cluster mode). It takes
@@ -117,6 +126,7 @@ impl App {
                 view: View::Files(state),
             },
             copier: OnceLock::new(),
+            namespaces: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             metrics,
             permits: Semaphore::new(limits.max_concurrent.max(1)),
@@ -132,6 +142,11 @@ impl App {
     /// Makes copies at admission from now on (cluster mode). Only the first call counts.
     pub fn set_copier(&self, copier: Arc<dyn CopyMaker>) {
         let _ = self.copier.set(copier);
+    }
+
+    /// Waits for unknown namespaces from now on (cluster mode). Only the first call counts.
+    pub fn set_namespace_wait(&self, wait: Arc<dyn NamespaceWait>) {
+        let _ = self.namespaces.set(wait);
     }
 
     /// Records why nothing is served yet; ignored once a snapshot is served (the last good one
@@ -293,6 +308,18 @@ async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
         Ok(p) => p,
         Err(e) => return reject(&app, StatusCode::BAD_REQUEST, e.to_string()),
     };
+    if let Some(wait) = app.namespaces.get()
+        && let Some(namespace) = pending.unknown_namespace()
+        && wait.wait_for(&namespace).await
+    {
+        // The same body decided again, now that the view knows the namespace.
+        if let Ok(again) = snapshot
+            .view
+            .read(|view| admission::decide(&snapshot.catalog, view, &body))
+        {
+            pending = again;
+        }
+    }
     if let Some(copier) = app.copier.get()
         && pending.decision().is_some_and(|d| !d.copies.is_empty())
     {

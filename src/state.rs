@@ -9,6 +9,9 @@ use base64::Engine;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use serde::Deserialize;
 
+use crate::dockerconfig::{DOCKER_CONFIG_JSON_KEY, content_hash_of};
+use crate::marks::{CopyMarks, is_managed};
+
 /// What the decision needs to know about a namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NamespaceInfo {
@@ -59,9 +62,14 @@ pub trait ClusterView {
     fn secrets_in(&self, namespace: &str) -> Vec<&Secret>;
 
     /// What holds a secret name in a namespace, as far as copies are concerned. Views that
-    /// keep only the metadata of copies answer this without a [`Secret`].
-    fn occupant(&self, namespace: &str, name: &str) -> Option<Occupant<'_>> {
-        self.secret(namespace, name).map(Occupant::of)
+    /// keep only the marks of copies answer this without a [`Secret`].
+    fn occupant(&self, namespace: &str, name: &str) -> Option<Occupant<'_>>;
+
+    /// Whether the view holds every namespace of the cluster, so that one it does not know
+    /// does not exist (yet): true of the live index, not of manifest files, which may hold
+    /// only some.
+    fn lists_every_namespace(&self) -> bool {
+        false
     }
 }
 
@@ -75,33 +83,28 @@ pub struct Occupant<'a> {
     pub credential: Option<&'a str>,
     /// Its source annotation (`namespace/name`).
     pub source: Option<&'a str>,
-    /// Its content-hash annotation.
+    /// The hash of what it holds (of its data, not what its annotation claims), for copies.
     pub hash: Option<&'a str>,
 }
 
 impl<'a> Occupant<'a> {
-    /// Reads the labels and annotations of a secret.
-    pub fn of(secret: &'a Secret) -> Self {
-        use crate::policy::{
-            CONTENT_HASH_ANNOTATION, CREDENTIAL_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
-            SOURCE_ANNOTATION,
-        };
+    /// Reads the marks of a secret; `data_hash` is the hash of its `.dockerconfigjson` data,
+    /// when the caller computed it.
+    pub fn of(secret: &'a Secret, data_hash: Option<&'a str>) -> Self {
         let meta = &secret.metadata;
-        let annotation = |key: &str| {
-            meta.annotations
-                .as_ref()
-                .and_then(|a| a.get(key))
-                .map(String::as_str)
-        };
-        Occupant {
-            managed: meta
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(MANAGED_BY_LABEL))
-                .is_some_and(|v| v == MANAGED_BY_VALUE),
-            credential: annotation(CREDENTIAL_ANNOTATION),
-            source: annotation(SOURCE_ANNOTATION),
-            hash: annotation(CONTENT_HASH_ANNOTATION),
+        match CopyMarks::read(meta) {
+            Some(marks) => Occupant {
+                managed: true,
+                credential: Some(marks.credential),
+                source: Some(marks.source),
+                hash: data_hash,
+            },
+            None => Occupant {
+                managed: is_managed(meta),
+                credential: None,
+                source: None,
+                hash: None,
+            },
         }
     }
 
@@ -121,6 +124,8 @@ impl<'a> Occupant<'a> {
 pub struct ClusterState {
     namespaces: BTreeMap<String, NamespaceInfo>,
     secrets: BTreeMap<String, BTreeMap<String, Secret>>,
+    /// The data hash of each managed secret, by namespace and name, computed once at load.
+    copy_hashes: BTreeMap<(String, String), String>,
     service_accounts: BTreeMap<String, BTreeMap<String, ServiceAccount>>,
 }
 
@@ -197,6 +202,20 @@ impl ClusterState {
             .get_or_insert_with(|| "default".to_string())
             .clone();
         let name = secret.metadata.name.clone().unwrap_or_default();
+        let key = (ns.clone(), name.clone());
+        match secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(DOCKER_CONFIG_JSON_KEY))
+            .filter(|_| is_managed(&secret.metadata))
+        {
+            Some(data) => {
+                self.copy_hashes.insert(key, content_hash_of(&data.0));
+            }
+            None => {
+                self.copy_hashes.remove(&key);
+            }
+        }
         self.secrets.entry(ns).or_default().insert(name, secret);
     }
 
@@ -347,6 +366,15 @@ impl ClusterView for ClusterState {
             .get(namespace)
             .map(|m| m.values().collect())
             .unwrap_or_default()
+    }
+
+    fn occupant(&self, namespace: &str, name: &str) -> Option<Occupant<'_>> {
+        let secret = self.secret(namespace, name)?;
+        let hash = self
+            .copy_hashes
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(String::as_str);
+        Some(Occupant::of(secret, hash))
     }
 }
 

@@ -1135,7 +1135,9 @@ async fn copies_outlive_a_deleted_source_and_it_is_reported() {
     assert!(pull_secrets(&pod).is_empty());
     let warnings = last_pod_warnings(&cluster);
     assert!(
-        warnings.iter().any(|w| w.contains("not found")),
+        warnings
+            .iter()
+            .any(|w| w.contains("credential icr not injected: its source secret does not exist")),
         "{warnings:?}"
     );
     // The source comes back: the copy is current again without being rewritten.

@@ -35,7 +35,7 @@ use crate::reload::Fingerprint;
 use crate::server::App;
 use crate::snapshot::{Snapshot, View};
 
-use index::{ClusterIndex, Feed};
+use index::{ClusterIndex, Feed, IndexRules};
 
 /// The field manager of every write, so that the injector's fields are told apart from others'.
 pub const FIELD_MANAGER: &str = "pull-secret-injector";
@@ -60,6 +60,11 @@ pub struct ClusterOptions {
     pub api_qps: u32,
     /// Burst above `api_qps`.
     pub api_burst: u32,
+    /// Sustained API requests per second for copies admissions wait for: a budget of their
+    /// own, so that the reconciler's backlog (or a flood of reviews) cannot starve them.
+    pub admission_api_qps: u32,
+    /// Burst above `admission_api_qps`.
+    pub admission_api_burst: u32,
 }
 
 impl Default for ClusterOptions {
@@ -73,6 +78,8 @@ impl Default for ClusterOptions {
             retry_interval: Duration::from_secs(5),
             api_qps: 50,
             api_burst: 100,
+            admission_api_qps: 20,
+            admission_api_burst: 40,
         }
     }
 }
@@ -146,6 +153,8 @@ struct ConfigState {
     seen: Option<Fingerprint>,
     /// Why there is no config, while there is none.
     missing: Option<String>,
+    /// The ConfigMap last seen (uid, resourceVersion), for Events about it.
+    object: Option<(Option<String>, Option<String>)>,
 }
 
 /// What the watches, the admission copier and the reconciler share.
@@ -156,13 +165,20 @@ pub(crate) struct Shared {
     metrics: Arc<Metrics>,
     args: ClusterArgs,
     limiter: DefaultDirectRateLimiter,
+    admission_limiter: DefaultDirectRateLimiter,
     config: Mutex<ConfigState>,
     snapshot: ArcSwapOption<Snapshot>,
     rebuild: Notify,
     triggers: reconcile::Triggers,
+    /// Bumped at every Namespace the watch reports, for admissions waiting to learn of one.
+    namespaces_seen: tokio::sync::watch::Sender<u64>,
     feeds: Mutex<HashMap<Feed, JoinHandle<()>>>,
     /// Problems of the catalog last logged, so that a rebuild with the same ones is quiet.
     problems: Mutex<Vec<String>>,
+    /// The sources the last catalog prepared, so that a rebuild that changes which secrets
+    /// are injected (a new secret a `secretSelector` selects, a source that reappears)
+    /// backfills every ServiceAccount without waiting for a config change.
+    prepared: Mutex<Option<BTreeSet<(String, String, String)>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -232,6 +248,10 @@ pub async fn start(args: ClusterArgs, app: Arc<App>) -> Result<ClusterHandle, Cl
     let qps = NonZeroU32::new(args.options.api_qps)
         .ok_or_else(|| ClusterError::Usage("--api-qps must be at least 1".to_string()))?;
     let burst = NonZeroU32::new(args.options.api_burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    let admission_qps = NonZeroU32::new(args.options.admission_api_qps)
+        .ok_or_else(|| ClusterError::Usage("--admission-api-qps must be at least 1".to_string()))?;
+    let admission_burst =
+        NonZeroU32::new(args.options.admission_api_burst.max(1)).unwrap_or(NonZeroU32::MIN);
     let client = client(args.options.kubeconfig.as_deref()).await?;
     let metrics = app.metrics().clone();
     app.set_not_ready(&format!(
@@ -245,18 +265,23 @@ pub async fn start(args: ClusterArgs, app: Arc<App>) -> Result<ClusterHandle, Cl
         metrics,
         args,
         limiter: RateLimiter::direct(Quota::per_second(qps).allow_burst(burst)),
+        admission_limiter: RateLimiter::direct(
+            Quota::per_second(admission_qps).allow_burst(admission_burst),
+        ),
         config: Mutex::new(ConfigState::default()),
         snapshot: ArcSwapOption::empty(),
         rebuild: Notify::new(),
         triggers: reconcile::Triggers::default(),
+        namespaces_seen: tokio::sync::watch::Sender::new(0),
         feeds: Mutex::new(HashMap::new()),
         problems: Mutex::new(Vec::new()),
+        prepared: Mutex::new(None),
     });
     let writer = Arc::new(writer::Writer::new(shared.clone()));
     app.set_copier(Arc::new(writer::AdmissionCopier(writer.clone())));
+    app.set_namespace_wait(Arc::new(NamespaceWaiter(shared.clone())));
     let tasks = vec![
         tokio::spawn(watches::namespaces(shared.clone())),
-        tokio::spawn(watches::copies(shared.clone())),
         tokio::spawn(watches::config_map(shared.clone())),
         tokio::spawn(build_loop(shared.clone())),
         tokio::spawn(reconcile::run(shared.clone(), writer)),
@@ -268,6 +293,11 @@ impl Shared {
     /// Waits for a slot under the client-side rate limit.
     async fn throttle(&self) {
         self.limiter.until_ready().await;
+    }
+
+    /// Waits for a slot under the admission copies' own rate limit.
+    async fn throttle_admission(&self) {
+        self.admission_limiter.until_ready().await;
     }
 
     /// The snapshot being served, once there is one.
@@ -306,6 +336,10 @@ impl Shared {
             .map(String::as_str);
         let fingerprint = Fingerprint::of([text.unwrap_or("").as_bytes()]);
         let mut state = lock(&self.config);
+        state.object = Some((
+            cm.metadata.uid.clone(),
+            cm.metadata.resource_version.clone(),
+        ));
         if state.seen.as_ref() == Some(&fingerprint) {
             return;
         }
@@ -327,7 +361,7 @@ impl Shared {
                     "config loaded from ConfigMap {}",
                     self.config_map_ref()
                 );
-                self.follow_sources(&config);
+                self.follow_config(&config);
                 self.rebuild.notify_one();
                 self.triggers.backfill_all();
             }
@@ -348,22 +382,21 @@ impl Shared {
                     tracing::error!("{message}; nothing is injected until it is fixed");
                     self.app.set_not_ready(&message);
                 }
+                let consequence = if serving {
+                    "the last good configuration stays in force"
+                } else {
+                    "nothing is injected until it is fixed"
+                };
+                let message = format!("invalid {CONFIG_KEY}, {consequence}: {reason}");
                 let shared = self.clone();
-                let cm = cm.clone();
-                tokio::spawn(async move { shared.post_config_event(&cm, &reason, serving).await });
+                tokio::spawn(async move { shared.post_event("InvalidConfig", message).await });
             }
         }
     }
 
     /// Records a Warning Event on the ConfigMap, where `kubectl describe` shows it.
-    async fn post_config_event(&self, cm: &ConfigMap, reason: &str, serving: bool) {
+    async fn post_event(&self, reason: &str, mut message: String) {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let consequence = if serving {
-            "the last good configuration stays in force"
-        } else {
-            "nothing is injected until it is fixed"
-        };
-        let mut message = format!("invalid {CONFIG_KEY}, {consequence}: {reason}");
         // kube-apiserver refuses Event messages over 1 KiB.
         if message.len() > 1000 {
             let mut cut = 990;
@@ -373,6 +406,7 @@ impl Shared {
             message.truncate(cut);
             message.push_str(" ...");
         }
+        let (uid, resource_version) = lock(&self.config).object.clone().unwrap_or_default();
         let event = Event {
             metadata: ObjectMeta {
                 generate_name: Some(format!("{}.", self.args.config_map_name)),
@@ -384,11 +418,11 @@ impl Shared {
                 kind: Some("ConfigMap".to_string()),
                 name: Some(self.args.config_map_name.clone()),
                 namespace: Some(self.args.config_map_namespace.clone()),
-                uid: cm.metadata.uid.clone(),
-                resource_version: cm.metadata.resource_version.clone(),
+                uid,
+                resource_version,
                 ..Default::default()
             },
-            reason: Some("InvalidConfig".to_string()),
+            reason: Some(reason.to_string()),
             message: Some(message),
             type_: Some("Warning".to_string()),
             source: Some(EventSource {
@@ -417,9 +451,14 @@ impl Shared {
         }
     }
 
-    /// Starts watches for the sources the config names and stops those it no longer names.
-    fn follow_sources(self: &Arc<Self>, config: &Config) {
-        let wanted = source_feeds(config);
+    /// Starts the watches the config needs (its sources, the ServiceAccounts it names, the
+    /// copies) and stops those it no longer needs. When what the index admits changes, the
+    /// copies and ServiceAccounts watches list again: what was ignored may count now.
+    fn follow_config(self: &Arc<Self>, config: &Config) {
+        let relist = self.index.write().set_rules(IndexRules::of(config));
+        let mut wanted = source_feeds(config);
+        wanted.extend(index::service_account_feeds(config));
+        wanted.insert(Feed::Copies);
         let mut feeds = lock(&self.feeds);
         let stale: Vec<Feed> = feeds
             .keys()
@@ -433,16 +472,35 @@ impl Shared {
             self.index.write().remove_feed(&feed);
         }
         for feed in wanted {
+            let restart = relist && matches!(feed, Feed::Copies | Feed::ServiceAccounts { .. });
+            if restart && let Some(task) = feeds.remove(&feed) {
+                task.abort();
+            }
             if let std::collections::hash_map::Entry::Vacant(slot) = feeds.entry(feed) {
-                let task = watches::secrets(self.clone(), slot.key().clone());
+                let task = match slot.key() {
+                    Feed::Copies => watches::copies(self.clone()),
+                    Feed::ServiceAccounts { .. } => {
+                        watches::service_accounts(self.clone(), slot.key().clone())
+                    }
+                    other => watches::secrets(self.clone(), other.clone()),
+                };
                 slot.insert(task);
             }
         }
     }
 
+    /// Whether every ServiceAccount watch the config needs has listed: a full backfill before
+    /// that would miss the ServiceAccounts not listed yet (it runs again when they are).
+    fn service_accounts_synced(&self, config: &Config) -> bool {
+        let ix = self.index.read();
+        index::service_account_feeds(config)
+            .iter()
+            .all(|f| ix.is_synced(f))
+    }
+
     /// Compiles the config against the index and serves it, once every watch it depends on
     /// has listed.
-    fn rebuild_now(&self) {
+    fn rebuild_now(self: &Arc<Self>) {
         let config = {
             let state = lock(&self.config);
             match &state.good {
@@ -468,22 +526,63 @@ impl Shared {
             }
             return;
         }
-        let catalog = Catalog::build(
+        let previous = self.snapshot();
+        let catalog = Catalog::build_after(
             (*config).clone(),
             &*ix,
             Some(self.args.own_namespace.as_str()),
+            previous.as_ref().map(|s| &s.catalog),
         );
         drop(ix);
         let problems = catalog.problems();
-        {
+        let fresh: Vec<String> = {
             let mut last = lock(&self.problems);
-            if *last != problems {
+            if *last == problems {
+                Vec::new()
+            } else {
+                let fresh = problems
+                    .iter()
+                    .filter(|p| !last.contains(p))
+                    .cloned()
+                    .collect();
                 for problem in &problems {
                     tracing::warn!("config: {problem}");
                 }
                 *last = problems;
+                fresh
             }
+        };
+        let mut counts: std::collections::BTreeMap<(String, &'static str), i64> =
+            Default::default();
+        for problem in catalog.credential_problems() {
+            *counts
+                .entry((problem.credential, problem.reason.as_str()))
+                .or_default() += 1;
         }
+        self.metrics.set_credential_problems(&counts);
+        // Admins read the whole story in the ConfigMap's Events; tenants' admission warnings
+        // only name the credential.
+        let credential_messages: Vec<String> = catalog
+            .credential_problems()
+            .into_iter()
+            .map(|p| p.message)
+            .filter(|m| fresh.contains(m))
+            .collect();
+        if !credential_messages.is_empty() {
+            let shared = self.clone();
+            tokio::spawn(async move {
+                for message in credential_messages {
+                    shared.post_event("CredentialUnusable", message).await;
+                }
+            });
+        }
+        let prepared: BTreeSet<(String, String, String)> = catalog
+            .prepared_sources()
+            .map(|(c, s)| (c.name.clone(), s.source_ref(), s.copy_name.clone()))
+            .collect();
+        let sources_changed = lock(&self.prepared)
+            .replace(prepared.clone())
+            .is_some_and(|before| before != prepared);
         let snapshot = Arc::new(Snapshot {
             catalog,
             view: View::Live(self.index.clone()),
@@ -493,7 +592,42 @@ impl Shared {
         if first {
             tracing::info!("caches synced; serving admissions");
         }
+        if sources_changed {
+            self.triggers.backfill_all();
+        }
         self.triggers.sync();
+    }
+}
+
+/// How long an admission for a namespace the index does not know waits for the Namespace
+/// watch to report it: the watch event of a new namespace lags its `default` ServiceAccount's
+/// admission by milliseconds, while a forged review for a namespace that does not exist
+/// should hold its slot only briefly (and costs no API call either way).
+const NAMESPACE_WAIT: Duration = Duration::from_millis(500);
+
+/// Lets admissions wait for the Namespace watch (see [`NAMESPACE_WAIT`]).
+struct NamespaceWaiter(Arc<Shared>);
+
+impl crate::server::NamespaceWait for NamespaceWaiter {
+    fn wait_for<'a>(&'a self, namespace: &'a str) -> futures::future::BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let shared = &self.0;
+            let bound = NAMESPACE_WAIT.min(shared.args.options.copy_timeout);
+            let mut seen = shared.namespaces_seen.subscribe();
+            let known =
+                || crate::state::ClusterView::namespace(&*shared.index.read(), namespace).is_some();
+            let wait = async {
+                loop {
+                    if known() {
+                        return true;
+                    }
+                    if seen.changed().await.is_err() {
+                        return false;
+                    }
+                }
+            };
+            tokio::time::timeout(bound, wait).await.unwrap_or(false)
+        })
     }
 }
 
@@ -525,6 +659,8 @@ fn feed_name(feed: &Feed) -> String {
     match feed {
         Feed::Namespaces => "namespaces".to_string(),
         Feed::Copies => "copies".to_string(),
+        Feed::ServiceAccounts { name: Some(name) } => format!("ServiceAccounts named {name}"),
+        Feed::ServiceAccounts { name: None } => "ServiceAccounts".to_string(),
         Feed::SourceNamed { namespace, name } => format!("secret {namespace}/{name}"),
         Feed::SourceSelected { namespace, labels } => {
             format!("secrets {labels} in namespace {namespace}")

@@ -3,7 +3,9 @@
 //! whose source is gone.
 //!
 //! What to do with the copies is planned by [`plan_copies`], a pure function of the catalog
-//! and the index; the loop only carries the plan out and lists ServiceAccounts.
+//! and the index; the loop only carries the plan out. ServiceAccounts are read from the index
+//! (the ServiceAccounts watch keeps it), so a backfill of every namespace costs no API call
+//! but the patches it makes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,24 +13,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::Api;
-use kube::api::ListParams;
 use tokio::sync::Notify;
 
 use super::index::Indexes;
-use super::writer::{Made, Writer};
+use super::writer::{Budget, Made, Writer};
 use super::{Shared, lock};
-use crate::policy::{
-    Catalog, CopyRequest, INJECTED_ANNOTATION, PreparedSource, Subject, SubjectKind,
-};
+use crate::config::Source;
+use crate::policy::{Catalog, CopyRequest, PreparedSource, Subject, SubjectKind};
 use crate::state::ClusterView;
 
 /// Writes the reconciler keeps in flight at once: enough to hide API latency, few enough to
 /// leave room for admissions under the rate limit.
 const WRITE_CONCURRENCY: usize = 8;
-/// ServiceAccounts per list page.
-const PAGE_SIZE: u32 = 500;
+/// The longest wait between attempts to update a copy that keeps refusing.
+const MAX_UPDATE_BACKOFF: Duration = Duration::from_secs(600);
 
 /// What asks the reconciler to run, and the work it was handed.
 #[derive(Debug, Default)]
@@ -36,6 +34,7 @@ pub struct Triggers {
     wake: Notify,
     full_backfill: AtomicBool,
     namespaces: Mutex<BTreeSet<String>>,
+    service_accounts: Mutex<BTreeSet<(String, String)>>,
     deferred: Mutex<Vec<(CopyRequest, Instant)>>,
 }
 
@@ -49,7 +48,7 @@ impl Triggers {
         self.wake.notify_one();
     }
 
-    /// Check every ServiceAccount (start-up, config change).
+    /// Check every ServiceAccount (start-up, config or source change, a relisted watch).
     pub fn backfill_all(&self) {
         self.full_backfill.store(true, Ordering::Relaxed);
         self.wake.notify_one();
@@ -58,6 +57,12 @@ impl Triggers {
     /// Check the ServiceAccounts of one namespace (it is new, or its labels changed).
     pub fn backfill_namespace(&self, namespace: String) {
         lock(&self.namespaces).insert(namespace);
+        self.wake.notify_one();
+    }
+
+    /// Check one ServiceAccount (it appeared, or its pull secrets changed).
+    pub fn backfill_service_account(&self, namespace: String, name: String) {
+        lock(&self.service_accounts).insert((namespace, name));
         self.wake.notify_one();
     }
 
@@ -80,10 +85,16 @@ impl Triggers {
 pub enum CopyState {
     /// Equal to its source.
     Current,
-    /// Older than its source: to update.
+    /// Holds other data or marks than its source's: to update (rotation, or a tampered copy).
     Stale,
+    /// Stale, and its last update was refused (an immutable copy, a webhook in the way):
+    /// retried with backoff.
+    Unwritable,
     /// Its source secret is gone: kept, reported.
     SourceMissing,
+    /// It names a `secretSelector` source this process never saw: kept, not alerted on (a
+    /// tenant can write such marks; after a restart a vanished source looks the same).
+    Orphaned,
     /// No rule wants it here any more: deleted when `prune` is on.
     Unwanted,
 }
@@ -94,7 +105,9 @@ impl CopyState {
         match self {
             CopyState::Current => "current",
             CopyState::Stale => "stale",
+            CopyState::Unwritable => "unwritable",
             CopyState::SourceMissing => "source_missing",
+            CopyState::Orphaned => "orphaned",
             CopyState::Unwanted => "unwanted",
         }
     }
@@ -107,15 +120,16 @@ pub struct CopyPlan {
     pub updates: Vec<(String, Arc<PreparedSource>, String)>,
     /// Copies to delete (only with `prune: true`): namespace, name, resourceVersion seen.
     pub deletes: Vec<(String, String, String)>,
-    /// Copies by credential (or `(unknown)`) and state.
+    /// Copies by credential (a configured one: the index holds no other) and state.
     pub counts: BTreeMap<(String, &'static str), i64>,
     /// Per credential, sources that are gone while copies of them remain.
     pub missing_sources: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// Compares every managed copy with the catalog. Copies in terminating or unknown namespaces
-/// are left alone (nothing may be written there).
-pub fn plan_copies(catalog: &Catalog, ix: &Indexes) -> CopyPlan {
+/// are left alone (nothing may be written there). `seen` holds the sources this process has
+/// seen prepared: a copy of a `secretSelector` source outside it is orphaned, not missing.
+pub fn plan_copies(catalog: &Catalog, ix: &Indexes, seen: &BTreeSet<String>) -> CopyPlan {
     let config = catalog.config();
     let mut wanted: HashMap<(&str, String), &Arc<PreparedSource>> = HashMap::new();
     for (credential, source) in catalog.prepared_sources() {
@@ -129,15 +143,18 @@ pub fn plan_copies(catalog: &Catalog, ix: &Indexes) -> CopyPlan {
         if info.terminating {
             continue;
         }
-        let credential_name = copy.credential.unwrap_or("(unknown)");
-        let source_ref = copy.source.unwrap_or("");
-        let credential = config.credential(credential_name);
+        let credential = config.credential(copy.credential);
         let in_scope = credential.is_some_and(|c| c.namespaces.admits(ns, &info.labels))
             && catalog.namespace_exclusion(info).is_none();
-        let state = match wanted.get(&(credential_name, source_ref.to_string())) {
+        let state = match wanted.get(&(copy.credential, copy.source.to_string())) {
             _ if !in_scope => CopyState::Unwanted,
             Some(source) if source.copy_name != name => CopyState::Unwanted,
-            Some(source) if copy.hash == Some(source.hash.as_str()) => CopyState::Current,
+            Some(source)
+                if copy.data_hash == Some(source.hash.as_str())
+                    && copy.hash == Some(source.hash.as_str()) =>
+            {
+                CopyState::Current
+            }
             Some(source) => {
                 plan.updates.push((
                     ns.to_string(),
@@ -147,18 +164,23 @@ pub fn plan_copies(catalog: &Catalog, ix: &Indexes) -> CopyPlan {
                 CopyState::Stale
             }
             None => {
-                let exists = source_ref
+                let exists = copy
+                    .source
                     .split_once('/')
                     .is_some_and(|(sns, sname)| ix.secret(sns, sname).is_some());
+                let selected =
+                    credential.is_some_and(|c| matches!(c.source, Source::SecretSelector { .. }));
                 if exists {
                     // The source is there but no longer selected, or no longer usable: the
                     // catalog's problems say why; the copy is not wanted from it.
                     CopyState::Unwanted
+                } else if selected && !seen.contains(copy.source) {
+                    CopyState::Orphaned
                 } else {
                     plan.missing_sources
-                        .entry(credential_name.to_string())
+                        .entry(copy.credential.to_string())
                         .or_default()
-                        .insert(source_ref.to_string());
+                        .insert(copy.source.to_string());
                     CopyState::SourceMissing
                 }
             }
@@ -172,13 +194,20 @@ pub fn plan_copies(catalog: &Catalog, ix: &Indexes) -> CopyPlan {
         }
         *plan
             .counts
-            .entry((credential_name.to_string(), state.as_str()))
+            .entry((copy.credential.to_string(), state.as_str()))
             .or_default() += 1;
     }
     plan.updates
         .sort_by(|a, b| (&a.0, &a.1.copy_name).cmp(&(&b.0, &b.1.copy_name)));
     plan.deletes.sort();
     plan
+}
+
+/// A copy whose update was refused: when to try again, and how often it failed.
+#[derive(Debug, Clone)]
+struct Refused {
+    attempts: u32,
+    next: Instant,
 }
 
 /// What the loop remembers between passes.
@@ -192,19 +221,23 @@ struct Memory {
     backfilled: bool,
     /// Namespaces whose backfill failed, tried again at the next retry tick.
     retry_namespaces: BTreeSet<String>,
+    /// Copies whose update was refused, by namespace and name.
+    refused: HashMap<(String, String), Refused>,
+    /// Every source a catalog of this process prepared.
+    seen_sources: BTreeSet<String>,
 }
 
 /// Runs the reconciler until the task is aborted.
 pub(crate) async fn run(shared: Arc<Shared>, writer: Arc<Writer>) {
     let mut memory = Memory::default();
-    let mut backfill = tokio::time::interval(
+    let mut periodic = tokio::time::interval(
         shared
             .args
             .options
             .backfill_interval
             .max(Duration::from_secs(1)),
     );
-    backfill.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut retry = tokio::time::interval(
         shared
             .args
@@ -214,46 +247,47 @@ pub(crate) async fn run(shared: Arc<Shared>, writer: Arc<Writer>) {
     );
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Both fire at once; the first pass waits for a snapshot anyway.
-    backfill.tick().await;
+    periodic.tick().await;
     retry.tick().await;
     loop {
         let mut retry_now = false;
         tokio::select! {
             () = shared.triggers.wake.notified() => {}
-            _ = backfill.tick() => shared.triggers.full_backfill.store(true, Ordering::Relaxed),
+            _ = periodic.tick() => shared.triggers.full_backfill.store(true, Ordering::Relaxed),
             _ = retry.tick() => retry_now = true,
         }
         let Some(snapshot) = shared.snapshot() else {
             continue;
         };
         let catalog = &snapshot.catalog;
+        memory.seen_sources.extend(
+            catalog
+                .prepared_sources()
+                .map(|(_, source)| source.source_ref()),
+        );
         retry_deferred(&shared, &writer).await;
         sync_copies(&shared, &writer, catalog, &mut memory).await;
-        let full =
-            shared.triggers.full_backfill.swap(false, Ordering::Relaxed) || !memory.backfilled;
+        let synced = shared.service_accounts_synced(catalog.config());
+        let full = synced
+            && (shared.triggers.full_backfill.swap(false, Ordering::Relaxed) || !memory.backfilled);
         let mut namespaces = std::mem::take(&mut *lock(&shared.triggers.namespaces));
+        let service_accounts = std::mem::take(&mut *lock(&shared.triggers.service_accounts));
         if retry_now {
             namespaces.append(&mut memory.retry_namespaces);
         }
         if full {
-            let failed = backfill_service_accounts(&shared, &writer, catalog, None).await;
-            match failed {
-                // The list itself failed: the whole backfill is retried.
-                None => shared.triggers.full_backfill.store(true, Ordering::Relaxed),
-                Some(failed) => {
-                    memory.backfilled = true;
-                    memory.retry_namespaces.extend(failed);
-                }
-            }
-        } else {
-            for ns in namespaces {
-                match backfill_service_accounts(&shared, &writer, catalog, Some(&ns)).await {
-                    None => {
-                        memory.retry_namespaces.insert(ns);
-                    }
-                    Some(failed) => memory.retry_namespaces.extend(failed),
-                }
-            }
+            memory.backfilled = true;
+            let failed = backfill(&shared, &writer, catalog, &Scope::All).await;
+            memory.retry_namespaces.extend(failed);
+            continue;
+        }
+        for ns in namespaces {
+            let failed = backfill(&shared, &writer, catalog, &Scope::Namespace(ns)).await;
+            memory.retry_namespaces.extend(failed);
+        }
+        for (ns, name) in service_accounts {
+            let failed = backfill(&shared, &writer, catalog, &Scope::One(ns, name)).await;
+            memory.retry_namespaces.extend(failed);
         }
     }
 }
@@ -281,7 +315,7 @@ async fn retry_deferred(shared: &Shared, writer: &Writer) {
             }
             Some(false) => {}
         }
-        match writer.ensure(&request).await {
+        match writer.ensure(&request, Budget::Reconciler).await {
             Made::Failed(reason) => {
                 tracing::warn!(
                     namespace = %ns,
@@ -306,8 +340,33 @@ async fn sync_copies(
     catalog: &Catalog,
     memory: &mut Memory,
 ) {
-    let plan = plan_copies(catalog, &shared.index.read());
-    shared.metrics.set_copies(&plan.counts);
+    let plan = plan_copies(catalog, &shared.index.read(), &memory.seen_sources);
+    let now = Instant::now();
+
+    // Copies whose update was refused wait out their backoff, and are counted apart.
+    let stale: BTreeSet<(String, String)> = plan
+        .updates
+        .iter()
+        .map(|(ns, s, _)| (ns.clone(), s.copy_name.clone()))
+        .collect();
+    memory.refused.retain(|k, _| stale.contains(k));
+    let mut counts = plan.counts.clone();
+    for (ns, source, _) in &plan.updates {
+        if memory
+            .refused
+            .contains_key(&(ns.clone(), source.copy_name.clone()))
+        {
+            let credential = source.credential.clone();
+            if let Some(n) = counts.get_mut(&(credential.clone(), CopyState::Stale.as_str())) {
+                *n -= 1;
+            }
+            *counts
+                .entry((credential, CopyState::Unwritable.as_str()))
+                .or_default() += 1;
+        }
+    }
+    counts.retain(|_, n| *n > 0);
+    shared.metrics.set_copies(&counts);
 
     // Missing sources: reported when they go, and when they come back.
     let missing: BTreeSet<String> = plan.missing_sources.keys().cloned().collect();
@@ -332,12 +391,6 @@ async fn sync_copies(
     memory.missing_reported = missing;
 
     // Staleness, for the metric.
-    let now = Instant::now();
-    let stale: BTreeSet<(String, String)> = plan
-        .updates
-        .iter()
-        .map(|(ns, s, _)| (ns.clone(), s.copy_name.clone()))
-        .collect();
     memory.stale_since.retain(|k, _| stale.contains(k));
     for key in &stale {
         memory.stale_since.entry(key.clone()).or_insert(now);
@@ -350,35 +403,75 @@ async fn sync_copies(
         .unwrap_or_default();
     shared.metrics.set_oldest_stale_copy(oldest);
 
-    let current = current_sources(shared, &plan.updates).await;
-    let updates: Vec<_> = plan
+    let due: Vec<_> = plan
         .updates
         .iter()
-        .filter(|(_, source, _)| current.contains(&source.source_ref()))
+        .filter(|(ns, source, _)| {
+            memory
+                .refused
+                .get(&(ns.clone(), source.copy_name.clone()))
+                .is_none_or(|r| r.next <= now)
+        })
         .cloned()
+        .collect();
+    let current = current_sources(shared, &due).await;
+    let updates: Vec<_> = due
+        .into_iter()
+        .filter(|(_, source, _)| current.contains(&source.source_ref()))
         .collect();
     if !updates.is_empty() {
         let writes = updates.into_iter().map(|(ns, source, rv)| {
             let writer = writer.clone();
             async move {
                 let result = writer.update(&ns, &source, &rv).await;
-                (ns, source.credential.clone(), result)
+                (ns, source, result)
             }
         });
-        let results: Vec<(String, String, Result<bool, String>)> = futures::stream::iter(writes)
-            .buffer_unordered(WRITE_CONCURRENCY)
-            .collect()
-            .await;
+        let results: Vec<(String, Arc<PreparedSource>, Result<bool, String>)> =
+            futures::stream::iter(writes)
+                .buffer_unordered(WRITE_CONCURRENCY)
+                .collect()
+                .await;
         let mut updated: BTreeMap<&str, usize> = BTreeMap::new();
-        for (ns, credential, result) in &results {
+        let retry = shared
+            .args
+            .options
+            .retry_interval
+            .max(Duration::from_millis(100));
+        for (ns, source, result) in &results {
+            let key = (ns.clone(), source.copy_name.clone());
             match result {
-                Ok(true) => *updated.entry(credential.as_str()).or_default() += 1,
+                Ok(true) => {
+                    memory.refused.remove(&key);
+                    *updated.entry(source.credential.as_str()).or_default() += 1;
+                }
                 Ok(false) => {}
-                Err(reason) => tracing::warn!(
-                    namespace = %ns,
-                    credential = %credential,
-                    "copy not updated, retrying later: {reason}"
-                ),
+                Err(reason) => {
+                    let refused = memory.refused.entry(key).or_insert(Refused {
+                        attempts: 0,
+                        next: now,
+                    });
+                    refused.attempts += 1;
+                    let backoff = retry
+                        .saturating_mul(1 << refused.attempts.min(16))
+                        .min(MAX_UPDATE_BACKOFF);
+                    refused.next = now + backoff;
+                    if refused.attempts == 1 {
+                        tracing::warn!(
+                            namespace = %ns,
+                            secret = %source.copy_name,
+                            credential = %source.credential,
+                            "copy not updated, retrying with backoff (up to {MAX_UPDATE_BACKOFF:?}): {reason}"
+                        );
+                    } else {
+                        tracing::debug!(
+                            namespace = %ns,
+                            secret = %source.copy_name,
+                            attempts = refused.attempts,
+                            "copy still not updated, next try in {backoff:?}: {reason}"
+                        );
+                    }
+                }
             }
         }
         for (credential, n) in updated {
@@ -414,8 +507,8 @@ async fn current_sources(
     let mut current = BTreeSet::new();
     for (source_ref, source) in sources {
         shared.throttle().await;
-        let api: Api<k8s_openapi::api::core::v1::Secret> =
-            Api::namespaced(shared.client.clone(), &source.source_namespace);
+        let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(shared.client.clone(), &source.source_namespace);
         match api.get_metadata_opt(&source.source_name).await {
             Ok(Some(m))
                 if m.metadata.resource_version.as_deref() == Some(&source.source_version) =>
@@ -439,180 +532,158 @@ async fn current_sources(
     current
 }
 
-/// Lists ServiceAccounts (all, or one namespace's) and gives those named by `serviceAccounts`
-/// the references and copies they miss. Returns the namespaces where something failed, or
-/// `None` when the list itself failed.
-async fn backfill_service_accounts(
+/// Which ServiceAccounts a backfill looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scope {
+    All,
+    Namespace(String),
+    One(String, String),
+}
+
+/// One ServiceAccount to bring in line: what the decision says it lacks.
+struct Candidate {
+    namespace: String,
+    name: String,
+    add: Vec<String>,
+    copies: Vec<CopyRequest>,
+}
+
+/// Gives the ServiceAccounts of `scope` that `serviceAccounts` names the references and
+/// copies they miss, deciding from the index. Returns the namespaces where something failed.
+async fn backfill(
     shared: &Shared,
     writer: &Writer,
     catalog: &Catalog,
-    namespace: Option<&str>,
-) -> Option<BTreeSet<String>> {
+    scope: &Scope,
+) -> BTreeSet<String> {
     let mut failed = BTreeSet::new();
-    if catalog.config().service_accounts.is_empty() {
-        return Some(failed);
-    }
-    let api: Api<ServiceAccount> = match namespace {
-        Some(ns) => Api::namespaced(shared.client.clone(), ns),
-        None => Api::all(shared.client.clone()),
-    };
-    let mut continue_token: Option<String> = None;
-    let mut checked = 0usize;
-    let mut patched = 0usize;
-    loop {
-        shared.throttle().await;
-        let mut params = ListParams::default().limit(PAGE_SIZE);
-        if let Some(token) = &continue_token {
-            params = params.continue_token(token);
-        }
-        let page = match api.list(&params).await {
-            Ok(page) => page,
-            Err(e) => {
-                shared.metrics.reconcile_error("list_service_accounts");
-                tracing::warn!(
-                    namespace = namespace.unwrap_or("(all)"),
-                    "cannot list ServiceAccounts, retrying later: {}",
-                    super::writer::describe(&e)
-                );
-                return None;
-            }
-        };
-        for sa in &page.items {
-            checked += 1;
-            match backfill_one(shared, writer, catalog, sa).await {
-                Backfilled::Patched => patched += 1,
-                Backfilled::Unchanged => {}
-                Backfilled::Failed => {
-                    failed.extend(sa.metadata.namespace.clone());
-                }
-            }
-        }
-        continue_token = page.metadata.continue_.filter(|t| !t.is_empty());
-        if continue_token.is_none() {
-            break;
-        }
-    }
-    if namespace.is_none() || patched > 0 {
-        tracing::info!(
-            namespace = namespace.unwrap_or("(all)"),
-            checked,
-            patched,
-            "ServiceAccount backfill done"
-        );
-    }
-    Some(failed)
-}
-
-/// What backfilling one ServiceAccount did.
-enum Backfilled {
-    Unchanged,
-    Patched,
-    /// A copy or the patch failed: try the namespace again later.
-    Failed,
-}
-
-/// Brings one ServiceAccount in line.
-async fn backfill_one(
-    shared: &Shared,
-    writer: &Writer,
-    catalog: &Catalog,
-    sa: &ServiceAccount,
-) -> Backfilled {
-    let (Some(ns), Some(name)) = (
-        sa.metadata.namespace.as_deref(),
-        sa.metadata.name.as_deref(),
-    ) else {
-        return Backfilled::Unchanged;
-    };
-    if !catalog.config().wants_service_account(name) {
-        return Backfilled::Unchanged;
-    }
-    let existing: Vec<&str> = sa
-        .image_pull_secrets
-        .iter()
-        .flatten()
-        .map(|r| r.name.as_str())
-        .collect();
-    let decision = {
+    let (candidates, checked) = {
         let ix = shared.index.read();
-        let Some(info) = ix.namespace(ns) else {
-            return Backfilled::Unchanged;
-        };
-        let subject = Subject {
-            kind: SubjectKind::ServiceAccount,
-            name: Some(name),
-            images: Vec::new(),
-            existing: existing.clone(),
-            labels: sa.metadata.labels.as_ref(),
-            annotations: sa.metadata.annotations.as_ref(),
-        };
-        catalog.decide(&subject, info, &*ix, false)
+        candidates(catalog, &ix, scope)
     };
-    if decision.skipped.is_some() {
-        return Backfilled::Unchanged;
-    }
-    let mut add = decision.add.clone();
-    let mut failed = false;
-    for copy in decision.copies.iter().filter(|c| !c.update) {
-        match writer.ensure(copy).await {
-            Made::Ready => {}
-            Made::Failed(reason) => {
+    let mut patched = 0usize;
+    for candidate in candidates {
+        let ns = &candidate.namespace;
+        let name = &candidate.name;
+        let mut add = candidate.add;
+        let mut broken = false;
+        for copy in &candidate.copies {
+            match writer.ensure(copy, Budget::Reconciler).await {
+                Made::Ready => {}
+                Made::Failed(reason) => {
+                    tracing::warn!(
+                        namespace = %ns,
+                        secret = %copy.name(),
+                        "copy not made for ServiceAccount {name}, retrying later: {reason}"
+                    );
+                    broken = true;
+                    add.retain(|n| n != copy.name());
+                }
+                Made::Foreign | Made::Conflict(_) => add.retain(|n| n != copy.name()),
+            }
+        }
+        if broken {
+            failed.insert(ns.clone());
+        }
+        if add.is_empty() {
+            continue;
+        }
+        match writer.add_references(ns, name, &add).await {
+            Ok(added) if added.is_empty() => {
+                tracing::debug!(namespace = %ns, service_account = %name, "ServiceAccount already in line");
+            }
+            Ok(added) => {
+                patched += 1;
+                tracing::info!(
+                    namespace = %ns,
+                    service_account = %name,
+                    added = %added.join(","),
+                    "ServiceAccount backfilled"
+                );
+            }
+            Err(reason) => {
+                failed.insert(ns.clone());
                 tracing::warn!(
                     namespace = %ns,
-                    secret = %copy.name(),
-                    "copy not made for ServiceAccount {name}, retrying later: {reason}"
+                    service_account = %name,
+                    "ServiceAccount not patched, retrying later: {reason}"
                 );
-                failed = true;
-                add.retain(|n| n != copy.name());
             }
-            Made::Foreign | Made::Conflict(_) => add.retain(|n| n != copy.name()),
         }
     }
-    // A name the injector added before and someone removed since stays removed: backfill adds
-    // what is missing, it does not fight other writers.
-    let recorded: Vec<&str> = sa
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(INJECTED_ANNOTATION))
-        .map(|v| v.split(',').filter(|s| !s.is_empty()).collect())
-        .unwrap_or_default();
-    add.retain(|n| !recorded.contains(&n.as_str()));
-    if add.is_empty() {
-        return if failed {
-            Backfilled::Failed
-        } else {
-            Backfilled::Unchanged
+    let what = match scope {
+        Scope::All => "(all)".to_string(),
+        Scope::Namespace(ns) => ns.clone(),
+        Scope::One(ns, name) => format!("{ns}/{name}"),
+    };
+    if patched > 0 || !failed.is_empty() {
+        tracing::info!(scope = %what, checked, patched, failed = failed.len(), "ServiceAccount backfill done");
+    } else {
+        tracing::debug!(scope = %what, checked, "ServiceAccount backfill: nothing to do");
+    }
+    failed
+}
+
+/// The ServiceAccounts of `scope` that lack references, with what they lack, decided from the
+/// index alone (pure); and how many were looked at. A ServiceAccount whose namespace the index
+/// does not know yet is left for the Namespace event, which backfills its namespace.
+fn candidates(catalog: &Catalog, ix: &Indexes, scope: &Scope) -> (Vec<Candidate>, usize) {
+    let mut out = Vec::new();
+    if catalog.config().service_accounts.is_empty() {
+        return (out, 0);
+    }
+    let service_accounts: Vec<_> = match scope {
+        Scope::All => ix.service_accounts().collect(),
+        Scope::Namespace(ns) => ix.service_accounts_in(ns).collect(),
+        Scope::One(ns, name) => ix.service_account(ns, name).into_iter().collect(),
+    };
+    let checked = service_accounts.len();
+    for sa in service_accounts {
+        let Some(info) = ix.namespace(sa.namespace) else {
+            continue;
         };
-    }
-    let mut injected: Vec<&str> = recorded.clone();
-    injected.extend(add.iter().map(String::as_str));
-    match writer
-        .add_references(ns, name, &add, &injected.join(","))
-        .await
-    {
-        Ok(()) => {
-            tracing::info!(
-                namespace = %ns,
-                service_account = %name,
-                added = %add.join(","),
-                "ServiceAccount backfilled"
-            );
-            if failed {
-                Backfilled::Failed
-            } else {
-                Backfilled::Patched
-            }
+        let existing = sa.pull_secrets.clone().unwrap_or_default();
+        let subject = Subject {
+            kind: SubjectKind::ServiceAccount,
+            name: Some(sa.name),
+            images: Vec::new(),
+            existing: existing.clone(),
+            labels: None,
+            annotations: None,
+        };
+        let decision = catalog.decide(&subject, info, ix, false);
+        if decision.skipped.is_some() {
+            continue;
         }
-        Err(reason) => {
-            tracing::warn!(
-                namespace = %ns,
-                service_account = %name,
-                "ServiceAccount not patched, retrying later: {reason}"
-            );
-            Backfilled::Failed
+        let recorded: Vec<&str> = sa
+            .injected
+            .map(|v| v.split(',').filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        let add: Vec<String> = decision
+            .add
+            .iter()
+            .filter(|n| !recorded.contains(&n.as_str()))
+            .cloned()
+            .collect();
+        // Copies for the names it references or is about to; not for one someone removed.
+        let copies: Vec<CopyRequest> = decision
+            .copies
+            .into_iter()
+            .filter(|c| !c.update)
+            .filter(|c| add.iter().any(|n| n == c.name()) || existing.contains(&c.name()))
+            .collect();
+        if add.is_empty() && copies.is_empty() {
+            tracing::trace!(namespace = %sa.namespace, service_account = %sa.name, "in line");
+            continue;
         }
+        out.push(Candidate {
+            namespace: sa.namespace.to_string(),
+            name: sa.name.to_string(),
+            add,
+            copies,
+        });
     }
+    (out, checked)
 }
 
 #[cfg(test)]
@@ -624,7 +695,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
-    use crate::cluster::index::Feed;
+    use crate::cluster::index::{Feed, IndexRules};
     use crate::config::Config;
     use crate::state::NamespaceInfo;
 
@@ -666,7 +737,10 @@ prune: PRUNE
     /// An index with both sources, namespaces team-a, team-b (terminating) and other, and a
     /// catalog built from it.
     fn setup(prune: bool) -> (Indexes, Catalog) {
+        let config =
+            Config::from_raw_yaml(&CONFIG.replace("PRUNE", &prune.to_string())).expect("config");
         let mut ix = Indexes::default();
+        ix.set_rules(IndexRules::of(&config));
         ix.apply_secret(&feed("all-icr-io"), source("all-icr-io", "icr.io"));
         ix.apply_secret(&feed("hub"), source("hub", "docker.io"));
         for name in ["team-a", "other", "default"] {
@@ -675,8 +749,6 @@ prune: PRUNE
         let mut gone = NamespaceInfo::named("team-b");
         gone.terminating = true;
         ix.apply_namespace(&Feed::Namespaces, gone);
-        let config =
-            Config::from_raw_yaml(&CONFIG.replace("PRUNE", &prune.to_string())).expect("config");
         let catalog = Catalog::build(config, &ix, Some("pull-secret-injector"));
         (ix, catalog)
     }
@@ -697,7 +769,7 @@ prune: PRUNE
             .as_mut()
             .expect("annotations")
             .insert(
-                crate::policy::CONTENT_HASH_ANNOTATION.to_string(),
+                crate::marks::CONTENT_HASH_ANNOTATION.to_string(),
                 "old".to_string(),
             );
         copy
@@ -706,10 +778,10 @@ prune: PRUNE
     #[test]
     fn only_stale_copies_are_updated_and_terminating_namespaces_are_left_alone() {
         let (mut ix, catalog) = setup(false);
-        ix.apply_copy(&copy_of(&catalog, "icr", "team-a", "5").metadata);
-        ix.apply_copy(&stale(copy_of(&catalog, "hub", "team-a", "6")).metadata);
-        ix.apply_copy(&stale(copy_of(&catalog, "hub", "team-b", "7")).metadata);
-        let plan = plan_copies(&catalog, &ix);
+        ix.apply_copy(&copy_of(&catalog, "icr", "team-a", "5"));
+        ix.apply_copy(&stale(copy_of(&catalog, "hub", "team-a", "6")));
+        ix.apply_copy(&stale(copy_of(&catalog, "hub", "team-b", "7")));
+        let plan = plan_copies(&catalog, &ix, &BTreeSet::new());
         let updates: Vec<_> = plan
             .updates
             .iter()
@@ -725,10 +797,10 @@ prune: PRUNE
     #[test]
     fn a_missing_source_keeps_its_copies_and_is_reported() {
         let (mut ix, catalog) = setup(true);
-        ix.apply_copy(&copy_of(&catalog, "hub", "team-a", "5").metadata);
+        ix.apply_copy(&copy_of(&catalog, "hub", "team-a", "5"));
         ix.delete_secret(&feed("hub"), "default", "hub");
         let catalog = Catalog::build(catalog.config().clone(), &ix, None);
-        let plan = plan_copies(&catalog, &ix);
+        let plan = plan_copies(&catalog, &ix, &BTreeSet::new());
         assert!(
             plan.deletes.is_empty(),
             "copies of a vanished source are kept"
@@ -745,36 +817,159 @@ prune: PRUNE
     fn unwanted_copies_are_deleted_only_with_prune() {
         for prune in [false, true] {
             let (mut ix, catalog) = setup(prune);
-            // Out of scope (namespace `other`), and a credential the config no longer has.
-            ix.apply_copy(&copy_of(&catalog, "icr", "other", "5").metadata);
-            let mut orphan = copy_of(&catalog, "icr", "team-a", "6");
-            orphan.metadata.name = Some("retired".to_string());
-            orphan
+            // Out of scope (namespace `other`).
+            ix.apply_copy(&copy_of(&catalog, "icr", "other", "5"));
+            // Marks of a credential the config does not have: not a copy at all, so never
+            // counted, updated or deleted (a tenant can write such marks).
+            let mut foreign = copy_of(&catalog, "icr", "team-a", "6");
+            foreign.metadata.name = Some("retired".to_string());
+            foreign
                 .metadata
                 .annotations
                 .as_mut()
                 .expect("annotations")
                 .insert(
-                    crate::policy::CREDENTIAL_ANNOTATION.to_string(),
+                    crate::marks::CREDENTIAL_ANNOTATION.to_string(),
                     "retired".to_string(),
                 );
-            ix.apply_copy(&orphan.metadata);
-            let plan = plan_copies(&catalog, &ix);
+            assert!(!ix.apply_copy(&foreign));
+            let plan = plan_copies(&catalog, &ix, &BTreeSet::new());
             assert_eq!(plan.counts[&("icr".to_string(), "unwanted")], 1);
-            assert_eq!(plan.counts[&("retired".to_string(), "unwanted")], 1);
+            assert_eq!(plan.counts.len(), 1, "{:?}", plan.counts);
             let deletes: Vec<_> = plan
                 .deletes
                 .iter()
                 .map(|(ns, n, rv)| (ns.as_str(), n.as_str(), rv.as_str()))
                 .collect();
             if prune {
-                assert_eq!(
-                    deletes,
-                    [("other", "all-icr-io", "5"), ("team-a", "retired", "6")]
-                );
+                assert_eq!(deletes, [("other", "all-icr-io", "5")]);
             } else {
                 assert!(deletes.is_empty());
             }
         }
+    }
+
+    #[test]
+    fn a_copy_whose_data_was_replaced_is_restored_even_with_its_marks_intact() {
+        let (mut ix, catalog) = setup(false);
+        let mut tampered = copy_of(&catalog, "icr", "team-a", "5");
+        tampered.data = Some(BTreeMap::from([(
+            ".dockerconfigjson".to_string(),
+            ByteString(br#"{"auths":{"icr.io":{"auth":"dGVuYW50OnB3"}}}"#.to_vec()),
+        )]));
+        ix.apply_copy(&tampered);
+        let plan = plan_copies(&catalog, &ix, &BTreeSet::new());
+        let updates: Vec<_> = plan
+            .updates
+            .iter()
+            .map(|(ns, s, rv)| (ns.as_str(), s.copy_name.as_str(), rv.as_str()))
+            .collect();
+        assert_eq!(updates, [("team-a", "all-icr-io", "5")]);
+        assert_eq!(plan.counts[&("icr".to_string(), "stale")], 1);
+    }
+
+    #[test]
+    fn a_selector_copy_of_a_source_never_seen_is_orphaned_not_missing() {
+        let config = Config::from_raw_yaml(
+            r#"
+credentials:
+  - name: runai
+    secretSelector: {namespace: runai, matchLabels: {a: b}}
+    namespaces: {include: ["team-*"]}
+"#,
+        )
+        .expect("config");
+        let mut ix = Indexes::default();
+        ix.set_rules(IndexRules::of(&config));
+        ix.apply_namespace(&Feed::Namespaces, NamespaceInfo::named("team-a"));
+        let catalog = Catalog::build(config, &ix, None);
+        let copy = |name: &str| Secret {
+            metadata: ObjectMeta {
+                namespace: Some("team-a".to_string()),
+                name: Some(name.to_string()),
+                resource_version: Some("1".to_string()),
+                labels: Some(crate::marks::copy_labels()),
+                annotations: Some(crate::marks::copy_annotations(
+                    "runai",
+                    &format!("runai/{name}"),
+                    "sha256:x",
+                )),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        ix.apply_copy(&copy("ghost"));
+        ix.apply_copy(&copy("gone"));
+        let seen = BTreeSet::from(["runai/gone".to_string()]);
+        let plan = plan_copies(&catalog, &ix, &seen);
+        assert_eq!(plan.counts[&("runai".to_string(), "orphaned")], 1);
+        assert_eq!(plan.counts[&("runai".to_string(), "source_missing")], 1);
+        assert_eq!(
+            plan.missing_sources["runai"],
+            BTreeSet::from(["runai/gone".to_string()])
+        );
+    }
+
+    #[test]
+    fn backfill_candidates_come_from_the_index_and_keep_removed_names_removed() {
+        use k8s_openapi::api::core::v1::{LocalObjectReference, ServiceAccount};
+        let (mut ix, catalog) = setup(false);
+        let config = catalog.config().clone();
+        let feed = Feed::ServiceAccounts {
+            name: Some("default".into()),
+        };
+        ix.set_rules(IndexRules::of(&config));
+        let sa = |ns: &str, names: &[&str], injected: Option<&str>| ServiceAccount {
+            metadata: ObjectMeta {
+                namespace: Some(ns.to_string()),
+                name: Some("default".to_string()),
+                resource_version: Some("1".to_string()),
+                annotations: injected.map(|v| {
+                    BTreeMap::from([(crate::marks::INJECTED_ANNOTATION.to_string(), v.to_string())])
+                }),
+                ..Default::default()
+            },
+            image_pull_secrets: Some(
+                names
+                    .iter()
+                    .map(|n| LocalObjectReference {
+                        name: n.to_string(),
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        // Holds one of ours; the other was injected once and removed since.
+        ix.apply_service_account(
+            &feed,
+            &sa("team-a", &["mine", "hub"], Some("all-icr-io,hub")),
+        );
+        // Out of scope, and terminating.
+        ix.apply_service_account(&feed, &sa("other", &[], None));
+        ix.apply_service_account(&feed, &sa("team-b", &[], None));
+        // In a namespace the index does not know yet.
+        ix.apply_service_account(&feed, &sa("team-new", &[], None));
+        let (found, checked) = candidates(&catalog, &ix, &Scope::All);
+        assert_eq!(checked, 4);
+        let found: Vec<_> = found
+            .iter()
+            .map(|c| {
+                (
+                    c.namespace.as_str(),
+                    c.add.clone(),
+                    c.copies
+                        .iter()
+                        .map(|r| r.name().to_string())
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        // Nothing to add; the copy of `hub`, which it references, is ensured.
+        assert_eq!(
+            found,
+            [("team-a", Vec::<String>::new(), vec!["hub".to_string()])]
+        );
+        let (found, _) = candidates(&catalog, &ix, &Scope::Namespace("other".into()));
+        assert!(found.is_empty());
     }
 }

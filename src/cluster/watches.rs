@@ -7,16 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use kube::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use tokio::task::JoinHandle;
 
 use super::Shared;
-use super::index::Feed;
-use crate::policy::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use super::index::{Feed, Stored};
+use crate::marks::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::state::NamespaceInfo;
 
 /// Runs the stream `open` makes, hands each event to `handle`, and starts over after
@@ -120,6 +119,7 @@ pub(super) async fn namespaces(shared: Arc<Shared>) {
                     }
                 }
             }
+            handler.namespaces_seen.send_modify(|n| *n += 1);
             if let Some(name) = changed {
                 handler.triggers.backfill_namespace(name);
             }
@@ -128,25 +128,28 @@ pub(super) async fn namespaces(shared: Arc<Shared>) {
     .await;
 }
 
-/// The injector's copies, every namespace, metadata only (their data is the sources').
-pub(super) async fn copies(shared: Arc<Shared>) {
-    // Metadata only: the copies' data is the sources', and 100,000 of them must stay small.
-    let api: Api<PartialObjectMeta<Secret>> = Api::all(shared.client.clone());
+/// The injector's copies, every namespace. Whole objects stream in so that what a copy holds
+/// is known by the hash of its data, but only the marks and that hash are kept (the data is
+/// the sources'), and only for Secrets the config accounts for.
+pub(super) fn copies(shared: Arc<Shared>) -> JoinHandle<()> {
+    let api: Api<Secret> = Api::all(shared.client.clone());
     let config =
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     let handler = shared.clone();
-    run(
+    tokio::spawn(run(
         shared,
         "copies",
         move || watcher(api.clone(), config.clone()).default_backoff(),
         move |event| {
             let mut ix = handler.index.write();
             match event {
-                Event::Init => ix.list_started(&super::index::Feed::Copies),
-                Event::InitApply(m) | Event::Apply(m) => ix.apply_copy(&m.metadata),
-                Event::Delete(m) => {
+                Event::Init => ix.list_started(&Feed::Copies),
+                Event::InitApply(s) | Event::Apply(s) => {
+                    ix.apply_copy(&s);
+                }
+                Event::Delete(s) => {
                     if let (Some(ns), Some(name)) =
-                        (m.metadata.namespace.as_deref(), m.metadata.name.as_deref())
+                        (s.metadata.namespace.as_deref(), s.metadata.name.as_deref())
                     {
                         ix.delete_copy(ns, name);
                         drop(ix);
@@ -155,14 +158,65 @@ pub(super) async fn copies(shared: Arc<Shared>) {
                     }
                 }
                 Event::InitDone => {
-                    ix.list_done(&super::index::Feed::Copies);
+                    ix.list_done(&Feed::Copies);
                     drop(ix);
                     handler.rebuild.notify_one();
                 }
             }
         },
-    )
-    .await;
+    ))
+}
+
+/// ServiceAccounts `serviceAccounts` names, every namespace: one name by field selector, or
+/// all of them. Each that appears or changes is backfilled at once, so that one created while
+/// the webhook was not called (not registered yet, timed out, failed open) gets its
+/// references within seconds, whether or not the injector has seen its namespace yet.
+pub(super) fn service_accounts(shared: Arc<Shared>, feed: Feed) -> JoinHandle<()> {
+    let api: Api<ServiceAccount> = Api::all(shared.client.clone());
+    let config = match &feed {
+        Feed::ServiceAccounts { name: Some(name) } => {
+            watcher::Config::default().fields(&format!("metadata.name={name}"))
+        }
+        _ => watcher::Config::default(),
+    };
+    let handler = shared.clone();
+    tokio::spawn(run(
+        shared,
+        "service_accounts",
+        move || watcher(api.clone(), config.clone()).default_backoff(),
+        move |event| {
+            let mut ix = handler.index.write();
+            match event {
+                Event::Init => ix.list_started(&feed),
+                Event::InitApply(sa) => {
+                    ix.apply_service_account(&feed, &sa);
+                }
+                Event::Apply(sa) => {
+                    if ix.apply_service_account(&feed, &sa) == Stored::Changed
+                        && let (Some(ns), Some(name)) =
+                            (sa.metadata.namespace.clone(), sa.metadata.name.clone())
+                    {
+                        drop(ix);
+                        handler.triggers.backfill_service_account(ns, name);
+                    }
+                }
+                Event::Delete(sa) => {
+                    if let (Some(ns), Some(name)) = (
+                        sa.metadata.namespace.as_deref(),
+                        sa.metadata.name.as_deref(),
+                    ) {
+                        ix.delete_service_account(ns, name);
+                    }
+                }
+                Event::InitDone => {
+                    ix.list_done(&feed);
+                    drop(ix);
+                    // Whatever changed while the watch was down is looked at now.
+                    handler.triggers.backfill_all();
+                }
+            }
+        },
+    ))
 }
 
 /// The config ConfigMap, by name.
@@ -213,14 +267,20 @@ pub(super) fn secrets(shared: Arc<Shared>, feed: Feed) -> JoinHandle<()> {
             watcher::Config::default().labels(labels),
             "local_secrets",
         ),
-        Feed::Namespaces | Feed::Copies => return tokio::spawn(async {}),
+        Feed::Namespaces | Feed::Copies | Feed::ServiceAccounts { .. } => {
+            return tokio::spawn(async {});
+        }
     };
+    let local = matches!(feed, Feed::Locals { .. });
     let handler = shared.clone();
     tokio::spawn(run(
         shared,
         name,
         move || watcher(api.clone(), config.clone()).default_backoff(),
         move |event| {
+            // A local secret that comes or goes changes what its namespace's ServiceAccounts
+            // should reference.
+            let mut local_namespace: Option<String> = None;
             let mut ix = handler.index.write();
             let settled = match event {
                 Event::Init => {
@@ -232,6 +292,7 @@ pub(super) fn secrets(shared: Arc<Shared>, feed: Feed) -> JoinHandle<()> {
                     false
                 }
                 Event::Apply(s) => {
+                    local_namespace = s.metadata.namespace.clone().filter(|_| local);
                     ix.apply_secret(&feed, s);
                     true
                 }
@@ -241,6 +302,7 @@ pub(super) fn secrets(shared: Arc<Shared>, feed: Feed) -> JoinHandle<()> {
                     {
                         ix.delete_secret(&feed, ns, n);
                     }
+                    local_namespace = s.metadata.namespace.clone().filter(|_| local);
                     true
                 }
                 Event::InitDone => {
@@ -251,6 +313,9 @@ pub(super) fn secrets(shared: Arc<Shared>, feed: Feed) -> JoinHandle<()> {
             drop(ix);
             if settled {
                 handler.rebuild.notify_one();
+            }
+            if let Some(ns) = local_namespace {
+                handler.triggers.backfill_namespace(ns);
             }
         },
     ))

@@ -2,28 +2,46 @@
 //! write is idempotent or conditional, so that several replicas can make the same one at once:
 //! a create that finds the copy made by another replica adopts it, an update or delete carries
 //! the resourceVersion it was computed from (a conflict means someone else was first, and the
-//! next pass looks again), and ServiceAccounts get a strategic merge patch that adds by name.
+//! next pass looks again), and a ServiceAccount gets a JSON patch that appends the missing
+//! names, guarded by a `test` of the resourceVersion it was computed from.
+//!
+//! Never a strategic merge or an apply for `imagePullSecrets` on a ServiceAccount: that list
+//! has no patch merge key in the Go type (`ServiceAccount.ImagePullSecrets` is
+//! `+listType=atomic` in k8s.io/api `core/v1/types.go`), so kube-apiserver replaces the whole
+//! list with the patch's, dropping every name the patch does not repeat (OpenShift's
+//! `*-dockercfg-*` among them).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, TestOperation};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use super::index::is_managed;
 use super::{FIELD_MANAGER, Shared, lock};
 use crate::admission::Pending;
 use crate::dockerconfig::DOCKER_CONFIG_JSON_KEY;
-use crate::policy::{
-    CONTENT_HASH_ANNOTATION, CREDENTIAL_ANNOTATION, CopyRequest, INJECTED_ANNOTATION,
-    PreparedSource, SOURCE_ANNOTATION, Warning, WarningReason,
-};
+use crate::marks::{CopyMarks, INJECTED_ANNOTATION, copy_annotations, injected_names, is_managed};
+use crate::policy::{CopyRequest, PreparedSource, Warning, WarningReason};
 use crate::server::CopyMaker;
+
+/// Whose rate budget a write spends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// An admission waits for it.
+    Admission,
+    /// The reconciler's background work.
+    Reconciler,
+}
+
+/// How often a ServiceAccount patch is computed afresh after losing a race to another writer.
+const PATCH_ATTEMPTS: usize = 5;
 
 /// How a copy stands after an attempt to make it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,13 +109,16 @@ impl Writer {
     }
 
     /// Makes sure the copy exists; concurrent calls for one copy share one attempt.
-    pub async fn ensure(&self, request: &CopyRequest) -> Made {
+    pub async fn ensure(&self, request: &CopyRequest, budget: Budget) -> Made {
         let key = (request.namespace.clone(), request.name().to_string());
         let cell = lock(&self.in_flight)
             .entry(key.clone())
             .or_insert_with(|| Arc::new(OnceCell::new()))
             .clone();
-        let made = cell.get_or_init(|| self.create(request)).await.clone();
+        let made = cell
+            .get_or_init(|| self.create(request, budget))
+            .await
+            .clone();
         let mut in_flight = lock(&self.in_flight);
         if in_flight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
             in_flight.remove(&key);
@@ -105,13 +126,20 @@ impl Writer {
         made
     }
 
-    async fn create(&self, request: &CopyRequest) -> Made {
+    async fn throttle(&self, budget: Budget) {
+        match budget {
+            Budget::Admission => self.shared.throttle_admission().await,
+            Budget::Reconciler => self.shared.throttle().await,
+        }
+    }
+
+    async fn create(&self, request: &CopyRequest, budget: Budget) -> Made {
         let ns = &request.namespace;
         let name = request.name();
         if self.shared.index.read().copy(ns, name).is_some() {
             return Made::Ready;
         }
-        self.shared.throttle().await;
+        self.throttle(budget).await;
         let params = PostParams {
             dry_run: false,
             field_manager: Some(FIELD_MANAGER.to_string()),
@@ -123,7 +151,7 @@ impl Writer {
         {
             Ok(created) => {
                 self.shared.metrics.api_write("create_copy");
-                self.shared.index.write().apply_copy(&created.metadata);
+                self.shared.index.write().apply_copy(&created);
                 tracing::info!(
                     namespace = %ns,
                     secret = %name,
@@ -132,7 +160,7 @@ impl Writer {
                 );
                 Made::Ready
             }
-            Err(e) if status_code(&e) == Some(409) => self.adopt(request).await,
+            Err(e) if status_code(&e) == Some(409) => self.adopt(request, budget).await,
             Err(e) => {
                 self.shared.metrics.reconcile_error("create_copy");
                 Made::Failed(describe(&e))
@@ -140,38 +168,42 @@ impl Writer {
         }
     }
 
-    /// The name exists: ours (another replica was first), or someone else's.
-    async fn adopt(&self, request: &CopyRequest) -> Made {
+    /// The name exists: ours (another replica was first), or someone else's. A labelled
+    /// Secret whose marks the config does not account for is someone else's too: the label
+    /// alone is something any tenant can write.
+    async fn adopt(&self, request: &CopyRequest, budget: Budget) -> Made {
         let ns = &request.namespace;
         let name = request.name();
-        self.shared.throttle().await;
-        let existing = match self.secrets(ns).get_metadata_opt(name).await {
-            Ok(Some(m)) => m,
+        self.throttle(budget).await;
+        let existing = match self.secrets(ns).get_opt(name).await {
+            Ok(Some(s)) => s,
             Ok(None) => return Made::Failed(format!("secret {ns}/{name} vanished meanwhile")),
             Err(e) => return Made::Failed(describe(&e)),
         };
-        if !is_managed(&existing.metadata) {
+        let admitted = self.shared.index.write().apply_copy(&existing);
+        let marks = CopyMarks::read(&existing.metadata).filter(|_| admitted);
+        let Some(marks) = marks else {
             self.shared.index.write().mark_foreign(ns, name);
             tracing::warn!(
                 namespace = %ns,
                 secret = %name,
                 credential = %request.source.credential,
-                "a secret not managed by pull-secret-injector holds the copy's name; left alone"
+                labelled = is_managed(&existing.metadata),
+                "a secret that is not a copy made by pull-secret-injector holds the copy's name; left alone"
             );
             return Made::Foreign;
-        }
-        let annotations = existing.metadata.annotations.clone().unwrap_or_default();
-        let credential = annotations.get(CREDENTIAL_ANNOTATION).cloned();
-        let ours = credential.as_deref() == Some(request.source.credential.as_str())
-            && annotations.get(SOURCE_ANNOTATION).map(String::as_str)
-                == Some(request.source.source_ref().as_str());
-        let same_content = annotations.get(CONTENT_HASH_ANNOTATION).map(String::as_str)
-            == Some(request.source.hash.as_str());
-        self.shared.index.write().apply_copy(&existing.metadata);
+        };
+        let ours = marks.credential == request.source.credential
+            && marks.source == request.source.source_ref();
+        let same_content = existing
+            .data
+            .as_ref()
+            .and_then(|d| d.get(DOCKER_CONFIG_JSON_KEY))
+            .is_some_and(|d| crate::dockerconfig::content_hash_of(&d.0) == request.source.hash);
         if ours || same_content {
             Made::Ready
         } else {
-            Made::Conflict(credential.unwrap_or_else(|| "(unknown)".to_string()))
+            Made::Conflict(marks.credential.to_string())
         }
     }
 
@@ -188,11 +220,7 @@ impl Writer {
         let patch = json!({
             "metadata": {
                 "resourceVersion": resource_version,
-                "annotations": {
-                    CREDENTIAL_ANNOTATION: source.credential,
-                    SOURCE_ANNOTATION: source.source_ref(),
-                    CONTENT_HASH_ANNOTATION: source.hash,
-                },
+                "annotations": copy_annotations(&source.credential, &source.source_ref(), &source.hash),
             },
             "data": { DOCKER_CONFIG_JSON_KEY: data },
         });
@@ -207,7 +235,7 @@ impl Writer {
         {
             Ok(updated) => {
                 self.shared.metrics.api_write("update_copy");
-                self.shared.index.write().apply_copy(&updated.metadata);
+                self.shared.index.write().apply_copy(&updated);
                 Ok(true)
             }
             Err(e) if matches!(status_code(&e), Some(409) | Some(404)) => Ok(false),
@@ -247,41 +275,138 @@ impl Writer {
         }
     }
 
-    /// Adds pull secret references to a ServiceAccount. A strategic merge patch merges
-    /// `imagePullSecrets` by name: existing entries keep their order, nothing is removed, and
-    /// two replicas adding the same name add it once.
+    /// Adds to a ServiceAccount those of `names` it lacks, leaving every existing entry and
+    /// its place as it is, and not adding back a name the injector added once and someone
+    /// removed since (backfill adds what is missing; it does not fight other writers). The
+    /// ServiceAccount is read afresh and patched on the condition that it is still that
+    /// version; a lost race reads it again. Returns the names added.
     pub async fn add_references(
         &self,
         namespace: &str,
         service_account: &str,
         names: &[String],
-        injected: &str,
-    ) -> Result<(), String> {
-        self.shared.throttle().await;
-        let entries: Vec<_> = names.iter().map(|n| json!({ "name": n })).collect();
-        let patch = json!({
-            "metadata": { "annotations": { INJECTED_ANNOTATION: injected } },
-            "imagePullSecrets": entries,
-        });
+    ) -> Result<Vec<String>, String> {
+        let api: Api<ServiceAccount> = Api::namespaced(self.shared.client.clone(), namespace);
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
             ..Default::default()
         };
-        let api: Api<ServiceAccount> = Api::namespaced(self.shared.client.clone(), namespace);
-        match api
-            .patch(service_account, &params, &Patch::Strategic(&patch))
-            .await
-        {
-            Ok(_) => {
-                self.shared.metrics.api_write("patch_service_account");
-                Ok(())
-            }
-            Err(e) => {
-                self.shared.metrics.reconcile_error("patch_service_account");
-                Err(describe(&e))
+        let mut last_conflict = String::new();
+        for _ in 0..PATCH_ATTEMPTS {
+            self.shared.throttle().await;
+            let current = match api.get_opt(service_account).await {
+                Ok(Some(sa)) => sa,
+                Ok(None) => return Ok(Vec::new()),
+                Err(e) => {
+                    self.shared.metrics.reconcile_error("get_service_account");
+                    return Err(describe(&e));
+                }
+            };
+            let Some(patch) = reference_patch(&current, names) else {
+                return Ok(Vec::new());
+            };
+            self.shared.throttle().await;
+            match api
+                .patch(service_account, &params, &Patch::Json::<()>(patch.patch))
+                .await
+            {
+                Ok(_) => {
+                    // The ServiceAccounts watch reports the change; a pass that looks again
+                    // before it does reads the API and finds nothing to add.
+                    self.shared.metrics.api_write("patch_service_account");
+                    return Ok(patch.added);
+                }
+                // 422: the `test` failed (kube answers a failed JSON patch test so); 409: a
+                // conflict. Either way someone else wrote in between: look again.
+                Err(e) if matches!(status_code(&e), Some(409) | Some(422)) => {
+                    last_conflict = describe(&e);
+                }
+                Err(e) if status_code(&e) == Some(404) => return Ok(Vec::new()),
+                Err(e) => {
+                    self.shared.metrics.reconcile_error("patch_service_account");
+                    return Err(describe(&e));
+                }
             }
         }
+        self.shared.metrics.reconcile_error("patch_service_account");
+        Err(format!(
+            "kept changing while being patched ({PATCH_ATTEMPTS} attempts; last: {last_conflict})"
+        ))
     }
+}
+
+/// A JSON patch adding references to a ServiceAccount, and the names it adds.
+#[derive(Debug)]
+pub struct ReferencePatch {
+    /// The operations, guarded by a `test` of the resourceVersion.
+    pub patch: json_patch::Patch,
+    /// The names appended, in order.
+    pub added: Vec<String>,
+}
+
+fn add(path: PointerBuf, value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path, value })
+}
+
+/// The patch that appends to `sa` the `names` it lacks and has not had removed since the
+/// injector added them, or `None` when there is nothing to add. Existing entries keep their
+/// order; the array and the annotations map are created when absent.
+pub fn reference_patch(sa: &ServiceAccount, names: &[String]) -> Option<ReferencePatch> {
+    let existing: Vec<&str> = sa
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|r| r.name.as_str())
+        .collect();
+    let recorded = injected_names(sa.metadata.annotations.as_ref());
+    let mut added: Vec<String> = Vec::new();
+    for name in names {
+        if !existing.contains(&name.as_str())
+            && !recorded.contains(&name.as_str())
+            && !added.contains(name)
+        {
+            added.push(name.clone());
+        }
+    }
+    if added.is_empty() {
+        return None;
+    }
+    let mut ops = vec![PatchOperation::Test(TestOperation {
+        path: PointerBuf::from_tokens(["metadata", "resourceVersion"]),
+        value: json!(sa.metadata.resource_version.clone().unwrap_or_default()),
+    })];
+    let entry = |n: &String| json!({ "name": n });
+    if sa.image_pull_secrets.is_some() {
+        for n in &added {
+            ops.push(add(
+                PointerBuf::from_tokens(["imagePullSecrets", "-"]),
+                entry(n),
+            ));
+        }
+    } else {
+        ops.push(add(
+            PointerBuf::from_tokens(["imagePullSecrets"]),
+            Value::Array(added.iter().map(entry).collect()),
+        ));
+    }
+    let mut injected: Vec<&str> = recorded.clone();
+    injected.extend(added.iter().map(String::as_str));
+    let value = Value::String(injected.join(","));
+    if sa.metadata.annotations.is_some() {
+        ops.push(add(
+            PointerBuf::from_tokens(["metadata", "annotations", INJECTED_ANNOTATION]),
+            value,
+        ));
+    } else {
+        ops.push(add(
+            PointerBuf::from_tokens(["metadata", "annotations"]),
+            json!({ INJECTED_ANNOTATION: value }),
+        ));
+    }
+    Some(ReferencePatch {
+        patch: json_patch::Patch(ops),
+        added,
+    })
 }
 
 /// Makes an admission's copies within `--copy-timeout`. A copy that is not made in time keeps
@@ -306,7 +431,7 @@ impl CopyMaker for AdmissionCopier {
                 let r = request.clone();
                 // Spawned so that an attempt outliving the budget still completes and lands
                 // in the index rather than being cancelled half-way.
-                let task = tokio::spawn(async move { writer.ensure(&r).await });
+                let task = tokio::spawn(async move { writer.ensure(&r, Budget::Admission).await });
                 attempts.push((request, task));
             }
             let deadline = tokio::time::Instant::now() + budget;
@@ -336,6 +461,7 @@ fn settle(shared: &Shared, pending: &mut Pending, request: &CopyRequest, made: M
                 message: format!(
                     "pull-secret-injector: credential {credential}: secret {ns}/{name} exists and is not managed by pull-secret-injector; left alone, not injected"
                 ),
+                detail: None,
             },
         ),
         Made::Conflict(other) => pending.withdraw(
@@ -346,6 +472,7 @@ fn settle(shared: &Shared, pending: &mut Pending, request: &CopyRequest, made: M
                 message: format!(
                     "pull-secret-injector: credential {credential}: secret {ns}/{name} is a copy made for credential {other} with other content; not injected"
                 ),
+                detail: None,
             },
         ),
         Made::Failed(reason) => {
@@ -361,6 +488,7 @@ fn settle(shared: &Shared, pending: &mut Pending, request: &CopyRequest, made: M
                 message: format!(
                     "pull-secret-injector: credential {credential}: secret {ns}/{name} is not created yet ({reason}); it will be retried, and kubelet retries the pull"
                 ),
+                detail: None,
             });
         }
     }
