@@ -45,6 +45,7 @@ impl Drop for LogGuard {
 #[derive(Debug, Clone)]
 struct LineBuffer {
     shared: Arc<Shared>,
+    escape: Escape,
 }
 
 #[derive(Debug)]
@@ -60,8 +61,9 @@ const FLUSH_BYTES: usize = 64 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 impl LineBuffer {
-    fn new() -> Self {
+    fn new(escape: Escape) -> Self {
         let buffer = LineBuffer {
+            escape,
             shared: Arc::new(Shared {
                 lines: Mutex::new(Vec::with_capacity(FLUSH_BYTES)),
                 write_order: Mutex::new(()),
@@ -118,11 +120,61 @@ struct EventWriter {
     urgent: bool,
 }
 
+/// How a text line's control characters are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    /// JSON lines: serde_json escapes them already.
+    None,
+    /// Text lines to a pipe or file: every control character is escaped.
+    All,
+    /// Text lines to a terminal: all but ESC, which starts the colour sequences.
+    AllButEsc,
+}
+
+/// Appends one formatted event to `out`, escaping control characters (and Unicode line
+/// separators) everywhere but in its final newline. Names, annotations and API messages come
+/// from objects a tenant writes: a value holding `\n ERROR ...` must not forge a log line.
+fn push_escaped(out: &mut Vec<u8>, line: &[u8], escape: Escape) {
+    if escape == Escape::None {
+        out.extend_from_slice(line);
+        return;
+    }
+    let (body, end) = match line.strip_suffix(b"\n") {
+        Some(body) => (body, &b"\n"[..]),
+        None => (line, &b""[..]),
+    };
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        match b {
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x1b if escape == Escape::AllButEsc => out.push(b),
+            0x00..=0x1f | 0x7f => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+            // C1 controls (U+0080..U+009F) and U+2028/U+2029, which some viewers break on.
+            0xc2 if body.get(i + 1).is_some_and(|n| (0x80..=0x9f).contains(n)) => {
+                out.extend_from_slice(format!("\\u{{{:04x}}}", body[i + 1]).as_bytes());
+                i += 1;
+            }
+            0xe2 if body.get(i + 1) == Some(&0x80)
+                && body.get(i + 2).is_some_and(|n| *n == 0xa8 || *n == 0xa9) =>
+            {
+                out.extend_from_slice(format!("\\u{{20{:02x}}}", body[i + 2] - 0x80).as_bytes());
+                i += 2;
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    out.extend_from_slice(end);
+}
+
 impl Write for EventWriter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let full = {
             let mut lines = self.buffer.lines();
-            lines.extend_from_slice(bytes);
+            push_escaped(&mut lines, bytes, self.buffer.escape);
             lines.len() >= FLUSH_BYTES
         };
         if full || self.urgent || self.buffer.shared.stopped.load(Ordering::Relaxed) {
@@ -165,7 +217,12 @@ pub fn init(format: LogFormat) -> LogGuard {
         }
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let buffer = LineBuffer::new();
+    let escape = match (format, ansi) {
+        (LogFormat::Json, _) => Escape::None,
+        (LogFormat::Text, true) => Escape::AllButEsc,
+        (LogFormat::Text, false) => Escape::All,
+    };
+    let buffer = LineBuffer::new(escape);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(buffer.clone())
@@ -184,5 +241,89 @@ pub fn init(format: LogFormat) -> LogGuard {
     }
     LogGuard {
         buffer: installed.ok().map(|()| buffer),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escaped(line: &str, escape: Escape) -> String {
+        let mut out = Vec::new();
+        push_escaped(&mut out, line.as_bytes(), escape);
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn a_forged_newline_stays_on_its_line() {
+        let line = "2026-12-01T00:00:00Z  WARN copy: source default/x\n2026-12-01T00:00:01Z ERROR forged\n";
+        let out = escaped(line, Escape::All);
+        assert_eq!(out.matches('\n').count(), 1, "{out}");
+        assert!(
+            out.ends_with("x\\n2026-12-01T00:00:01Z ERROR forged\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn every_control_character_is_escaped_but_colour_on_a_terminal() {
+        let line = "a\rb\tc\x1b[31md\x07e\u{85}f\u{2028}g\n";
+        assert_eq!(
+            escaped(line, Escape::All),
+            "a\\rb\\tc\\x1b[31md\\x07e\\u{0085}f\\u{2028}g\n"
+        );
+        assert_eq!(
+            escaped(line, Escape::AllButEsc),
+            "a\\rb\\tc\x1b[31md\\x07e\\u{0085}f\\u{2028}g\n"
+        );
+        assert_eq!(escaped(line, Escape::None), line);
+        assert_eq!(escaped("plain é\n", Escape::All), "plain é\n");
+    }
+
+    #[test]
+    fn a_real_text_subscriber_writes_an_object_value_with_a_newline_as_one_line() {
+        use tracing_subscriber::fmt::MakeWriter;
+        let buffer = LineBuffer {
+            shared: Arc::new(Shared {
+                lines: Mutex::new(Vec::new()),
+                write_order: Mutex::new(()),
+                // Stopped: nothing is flushed to stdout, the test reads the buffer.
+                stopped: AtomicBool::new(false),
+            }),
+            escape: Escape::All,
+        };
+        struct Keep(LineBuffer);
+        impl<'a> MakeWriter<'a> for Keep {
+            type Writer = KeepWriter;
+            fn make_writer(&'a self) -> KeepWriter {
+                KeepWriter(self.0.clone())
+            }
+        }
+        struct KeepWriter(LineBuffer);
+        impl Write for KeepWriter {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                push_escaped(&mut self.0.lines(), bytes, self.0.escape);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(Keep(buffer.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let source = "default/x\n2026-12-01T00:00:01Z ERROR pull_secret_injector: forged";
+            tracing::warn!(source = %source, "copy kept: source {source} is gone");
+        });
+        let text = String::from_utf8(buffer.lines().clone()).expect("utf-8");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.contains(" ERROR ") && !l.contains("WARN")),
+            "{text}"
+        );
     }
 }
