@@ -124,6 +124,41 @@ pub fn generate_for(names: &[String], validity: Duration) -> Result<Generated, C
     for name in names {
         check_name(name)?;
     }
+    make(
+        names,
+        &names[0],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        validity,
+    )
+}
+
+/// Makes a CA and a client certificate with common name `name`, valid for `days` days: the
+/// pair kube-apiserver presents to the webhook (its AdmissionConfiguration kubeConfigFile),
+/// and the CA that `serve --client-ca` trusts.
+pub fn generate_client(name: &str, days: u32) -> Result<Generated, CertsError> {
+    if !(1..=3650).contains(&days) {
+        return Err(CertsError::Days(days));
+    }
+    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err(CertsError::BadName {
+            name: name.to_string(),
+            reason: "a client name has 1 to 64 printable characters".to_string(),
+        });
+    }
+    make(
+        &[],
+        name,
+        ExtendedKeyUsagePurpose::ClientAuth,
+        Duration::days(i64::from(days)),
+    )
+}
+
+fn make(
+    names: &[String],
+    common_name: &str,
+    usage: ExtendedKeyUsagePurpose,
+    validity: Duration,
+) -> Result<Generated, CertsError> {
     // An hour of slack so that a node whose clock runs a little behind accepts it at once.
     let not_before = OffsetDateTime::now_utc() - Duration::hours(1);
     let not_after = OffsetDateTime::now_utc() + validity;
@@ -142,13 +177,14 @@ pub fn generate_for(names: &[String], validity: Duration) -> Result<Generated, C
 
     let mut leaf = CertificateParams::new(names.to_vec())?;
     leaf.distinguished_name = DistinguishedName::new();
-    leaf.distinguished_name.push(DnType::CommonName, &names[0]);
+    leaf.distinguished_name
+        .push(DnType::CommonName, common_name);
     leaf.is_ca = IsCa::ExplicitNoCa;
     leaf.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.extended_key_usages = vec![usage];
     leaf.use_authority_key_identifier_extension = true;
     leaf.not_before = not_before;
     leaf.not_after = not_after;

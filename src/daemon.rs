@@ -34,6 +34,8 @@ pub struct ServeArgs {
     pub metrics_listen: SocketAddr,
     /// Where the serving certificate comes from.
     pub tls: TlsSource,
+    /// Client certificates are verified against this CA bundle, and required for reviews.
+    pub client_ca: Option<PathBuf>,
     /// How often the certificate and the file-mode inputs are checked for changes.
     pub reload_interval: Duration,
     /// Input bounds.
@@ -199,11 +201,9 @@ pub async fn start(
             (cert, false)
         }
     };
-    let app = App::new(
-        metrics.clone(),
-        args.limits.clone(),
-        "config not loaded yet",
-    );
+    let mut limits = args.limits.clone();
+    limits.require_client_cert = args.client_ca.is_some();
+    let app = App::new(metrics.clone(), limits, "config not loaded yet");
 
     let mut cluster = None;
     if let Some(config) = args.config.clone() {
@@ -217,7 +217,19 @@ pub async fn start(
         })));
     }
 
-    let bound = server::bind(args.listen, args.metrics_listen, &cert, app.clone()).await?;
+    let client_ca = args
+        .client_ca
+        .as_deref()
+        .map(crate::tls::ClientCa::load)
+        .transpose()?;
+    let bound = server::bind(
+        args.listen,
+        args.metrics_listen,
+        &cert,
+        client_ca.as_ref(),
+        app.clone(),
+    )
+    .await?;
     let admission_addr = bound.admission_addr().map_err(|source| ServeError::Bind {
         addr: args.listen,
         what: "admission",

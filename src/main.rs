@@ -31,8 +31,12 @@ enum Command {
     Certs {
         /// A DNS name or IP address the webhook is reached by (repeatable), e.g.
         /// pull-secret-injector.pull-secret-injector.svc.
-        #[arg(long = "dns", required = true)]
+        #[arg(long = "dns", required_unless_present = "client")]
         names: Vec<String>,
+        /// Instead of a serving certificate, a client certificate with this common name (for
+        /// kube-apiserver to present when serve runs with --client-ca ca.crt).
+        #[arg(long, conflicts_with = "names")]
+        client: Option<String>,
         /// The directory to write into (created if missing).
         #[arg(long)]
         out: PathBuf,
@@ -135,6 +139,11 @@ struct Serve {
     /// third is left.
     #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
     self_signed_validity: Duration,
+    /// A PEM CA bundle: reviews are answered only when the client presents a certificate it
+    /// signed (kube-apiserver does, given an AdmissionConfiguration kubeConfigFile); /healthz
+    /// and /readyz stay open for kubelet's probes. Read at start.
+    #[arg(long, env = "CLIENT_CA_FILE")]
+    client_ca: Option<PathBuf>,
     /// How often the certificate and config files are checked for changes.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     reload_interval: Duration,
@@ -208,6 +217,7 @@ fn serve(s: Serve) -> Result<cli::Output, String> {
                 validity: s.self_signed_validity,
             },
         },
+        client_ca: s.client_ca,
         reload_interval: s.reload_interval,
         limits: Limits {
             max_concurrent: s.max_concurrent_requests,
@@ -243,11 +253,16 @@ fn serve(s: Serve) -> Result<cli::Output, String> {
 
 fn write_certs(
     names: &[String],
+    client: Option<&str>,
     out: &std::path::Path,
     days: u32,
     force: bool,
 ) -> Result<cli::Output, String> {
-    let generated = certs::generate(names, days).map_err(|e| e.to_string())?;
+    let generated = match client {
+        Some(name) => certs::generate_client(name, days),
+        None => certs::generate(names, days),
+    }
+    .map_err(|e| e.to_string())?;
     let written = certs::write(out, &generated, force).map_err(|e| e.to_string())?;
     let mut stdout = String::new();
     for path in written {
@@ -265,10 +280,11 @@ fn main() -> ExitCode {
         Command::Serve(s) => serve(*s),
         Command::Certs {
             names,
+            client,
             out,
             days,
             force,
-        } => write_certs(&names, &out, days, force),
+        } => write_certs(&names, client.as_deref(), &out, days, force),
         Command::Check {
             config,
             cluster,

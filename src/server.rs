@@ -35,7 +35,7 @@ use crate::metrics::{Metrics, Outcome, RequestLabels};
 use crate::policy::Catalog;
 use crate::snapshot::{Snapshot, View};
 use crate::state::ClusterState;
-use crate::tls::{ServingCert, TlsError};
+use crate::tls::{ClientCa, ServingCert, TlsError};
 
 /// Bounds on what one client can make the server hold or wait for.
 #[derive(Debug, Clone)]
@@ -53,6 +53,9 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Reviews are answered only over connections that presented a client certificate
+    /// verified against `--client-ca` (the probes' paths stay open).
+    pub require_client_cert: bool,
 }
 
 impl Default for Limits {
@@ -64,6 +67,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(20),
+            require_client_cert: false,
         }
     }
 }
@@ -280,9 +284,25 @@ struct ResponseReview<'a> {
     response: &'a admission::Response,
 }
 
+/// Whether the connection a request came on presented a verified client certificate.
+#[derive(Debug, Clone, Copy)]
+struct ClientVerified(bool);
+
 async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
     // Taking the parts rather than a HeaderMap extractor, which would clone the headers.
     let (parts, body) = request.into_parts();
+    if app.limits.require_client_cert
+        && !parts
+            .extensions
+            .get::<ClientVerified>()
+            .is_some_and(|v| v.0)
+    {
+        return reject(
+            &app,
+            StatusCode::FORBIDDEN,
+            "a client certificate signed by the --client-ca bundle is required".to_string(),
+        );
+    }
     let headers = &parts.headers;
     if !is_json(headers) {
         return reject(
@@ -509,9 +529,10 @@ pub async fn bind(
     admission: SocketAddr,
     metrics: SocketAddr,
     cert: &Arc<ServingCert>,
+    client_ca: Option<&ClientCa>,
     app: Arc<App>,
 ) -> Result<Bound, ServeError> {
-    let tls = cert.server_config()?;
+    let tls = cert.server_config(client_ca)?;
     let admission_listener =
         TcpListener::bind(admission)
             .await
@@ -597,7 +618,7 @@ impl Bound {
         let metrics_task = tokio::spawn(async move { metrics_server.await });
 
         let graceful = GracefulShutdown::new();
-        let service = TowerToHyperService::new(app.router());
+        let router = app.router();
         tokio::pin!(shutdown);
         loop {
             let (tcp, peer) = tokio::select! {
@@ -614,7 +635,7 @@ impl Bound {
             };
             let _ = tcp.set_nodelay(true);
             let acceptor = self.acceptor.clone();
-            let service = service.clone();
+            let router = router.clone();
             let watcher = graceful.watcher();
             let limits = app.limits.clone();
             tokio::spawn(async move {
@@ -632,6 +653,16 @@ impl Bound {
                     }
                 };
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                // rustls verified any certificate presented; none presented is allowed at the
+                // TLS layer (probes) and refused for reviews when one is required.
+                let verified = ClientVerified(tls.get_ref().1.peer_certificates().is_some());
+                let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                    router,
+                    move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(verified);
+                        req
+                    },
+                ));
                 let builder = connection_builder(h2, limits.header_timeout);
                 let conn = builder.serve_connection(TokioIo::new(tls), service);
                 if let Err(e) = watcher.watch(conn).await {

@@ -193,15 +193,66 @@ impl ServingCert {
     }
 
     /// A rustls server configuration that always serves the current pair: TLS 1.2 and 1.3,
-    /// ALPN `h2` then `http/1.1`.
-    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
-        let mut config = ServerConfig::builder_with_provider(provider())
+    /// ALPN `h2` then `http/1.1`. With `client_ca`, a client certificate is verified against it
+    /// when one is presented; whether one is required is the HTTP layer's call (kubelet's
+    /// probes present none, kube-apiserver presents one when its AdmissionConfiguration says
+    /// so).
+    pub fn server_config(
+        self: &Arc<Self>,
+        client_ca: Option<&ClientCa>,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
+        let builder = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| TlsError::Config(e.to_string()))?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(Resolver(self.clone())));
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    ca.roots.clone(),
+                    provider(),
+                )
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::Config(format!("{}: {e}", ca.path.display())))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(Resolver(self.clone())));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
+    }
+}
+
+/// The CA bundle client certificates must chain to (`serve --client-ca`).
+#[derive(Debug, Clone)]
+pub struct ClientCa {
+    path: PathBuf,
+    roots: Arc<rustls::RootCertStore>,
+}
+
+impl ClientCa {
+    /// Loads every certificate of a PEM bundle as a trust root; fails naming the file when it
+    /// is unreadable or holds none.
+    pub fn load(path: &Path) -> Result<Self, TlsError> {
+        let pem = read(path)?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError::Certificate {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(TlsError::Certificate {
+                path: path.to_path_buf(),
+                reason: "the file has no usable CA certificate".to_string(),
+            });
+        }
+        Ok(ClientCa {
+            path: path.to_path_buf(),
+            roots: Arc::new(roots),
+        })
     }
 }
 
@@ -271,5 +322,18 @@ mod tests {
         let err = ServingCert::load(&cert, &key).unwrap_err();
         assert!(matches!(err, TlsError::Certificate { .. }), "{err}");
         assert!(err.to_string().contains("tls.crt"), "{err}");
+    }
+
+    #[test]
+    fn a_client_ca_file_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.crt");
+        assert!(matches!(ClientCa::load(&path), Err(TlsError::Read { .. })));
+        std::fs::write(&path, b"").unwrap();
+        let err = ClientCa::load(&path).unwrap_err();
+        assert!(err.to_string().contains("ca.crt"), "{err}");
+        let g = certs::generate_client("kube-apiserver", 1).unwrap();
+        std::fs::write(&path, g.ca_pem.as_bytes()).unwrap();
+        assert!(ClientCa::load(&path).is_ok());
     }
 }

@@ -343,6 +343,7 @@ impl Injector {
                     key: dir.join(certs::KEY_FILE),
                 }
             },
+            client_ca: None,
             reload_interval: Duration::from_millis(200),
             limits: Limits::default(),
             cluster_mode: options,

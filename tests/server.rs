@@ -80,6 +80,7 @@ fn args(config: &Path, cluster: Vec<PathBuf>, cert_dir: &Path, limits: Limits) -
             cert: cert_dir.join(certs::CERT_FILE),
             key: cert_dir.join(certs::KEY_FILE),
         },
+        client_ca: None,
         reload_interval: Duration::from_millis(50),
         limits,
         cluster_mode: Default::default(),
@@ -273,6 +274,69 @@ async fn only_clients_trusting_the_ca_get_through() {
         .await
         .expect("healthz");
     assert_eq!(ok.status(), 200);
+    server.stop().await.expect("clean stop");
+}
+
+/// With --client-ca, reviews need a client certificate from that CA, over HTTP/1.1 and HTTP/2;
+/// the probes' paths need none (kubelet presents none); a certificate from another CA fails
+/// the handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_client_ca_only_its_clients_get_reviews_answered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let g = make_certs(dir.path());
+    let apiserver = certs::generate_client("kube-apiserver", 1).expect("client pair");
+    let client_dir = dir.path().join("client");
+    certs::write(&client_dir, &apiserver, true).expect("write client pair");
+    let setup = examples().join("docker-hub");
+    let mut serve = args(
+        &setup.join("config.yaml"),
+        vec![setup.join("cluster")],
+        dir.path(),
+        Limits::default(),
+    );
+    serve.client_ca = Some(client_dir.join(certs::CA_FILE));
+    let server = start_with(serve, g.ca_pem.clone()).await;
+
+    let with_identity = |pair: &certs::Generated, http1: bool| {
+        let identity =
+            reqwest::Identity::from_pem(format!("{}{}", pair.cert_pem, pair.key_pem).as_bytes())
+                .expect("identity");
+        let builder = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(g.ca_pem.as_bytes()).expect("ca"))
+            .tls_built_in_root_certs(false)
+            .identity(identity)
+            .timeout(Duration::from_secs(30));
+        let builder = if http1 { builder.http1_only() } else { builder };
+        builder.build().expect("client")
+    };
+    for http1 in [true, false] {
+        let anonymous = client(&server.ca_pem, http1);
+        let (status, _) = post_review(&anonymous, &server.url("/mutate"), hub_review()).await;
+        assert_eq!(status, 403, "no client certificate");
+        let health = anonymous
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        assert_eq!(health.status(), 200, "probes need no certificate");
+
+        let apiserver_client = with_identity(&apiserver, http1);
+        let (status, review) =
+            post_review(&apiserver_client, &server.url("/mutate"), hub_review()).await;
+        assert_eq!(status, 200, "{review}");
+        assert_eq!(review["response"]["allowed"], true);
+    }
+    let stranger = certs::generate_client("someone", 1).expect("other pair");
+    let err = with_identity(&stranger, true)
+        .post(server.url("/mutate"))
+        .header("content-type", "application/json")
+        .body(hub_review())
+        .send()
+        .await;
+    assert!(
+        err.as_ref().is_err() || err.as_ref().is_ok_and(|r| r.status() != 200),
+        "a certificate from another CA is refused: {err:?}"
+    );
     server.stop().await.expect("clean stop");
 }
 
