@@ -88,6 +88,10 @@ fn check_type(origin: &str, v: &Value) {
             serde_json::from_value::<PodDisruptionBudget>(v.clone()).map(|_| ())
         }
         "Service" => serde_json::from_value::<Service>(v.clone()).map(|_| ()),
+        "NetworkPolicy" => {
+            serde_json::from_value::<k8s_openapi::api::networking::v1::NetworkPolicy>(v.clone())
+                .map(|_| ())
+        }
         "MutatingWebhookConfiguration" => {
             serde_json::from_value::<MutatingWebhookConfiguration>(v.clone()).map(|_| ())
         }
@@ -399,19 +403,37 @@ fn the_starting_config_is_valid() {
     assert!(config.credentials.is_empty());
 }
 
+/// The kubectl to render with: `$KUBECTL`, else the one `.ci/run` installs, else `kubectl`.
+fn kubectl() -> PathBuf {
+    if let Some(path) = std::env::var_os("KUBECTL") {
+        return PathBuf::from(path);
+    }
+    let installed = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ci-tools/bin/kubectl");
+    if installed.exists() {
+        return installed;
+    }
+    PathBuf::from("kubectl")
+}
+
 fn kustomize(dir: &str) -> Vec<Value> {
-    let output = Command::new("kubectl")
+    kustomize_path(&manifests().join(dir), &[])
+}
+
+fn kustomize_path(dir: &Path, extra: &[&str]) -> Vec<Value> {
+    let output = Command::new(kubectl())
         .args(["kustomize"])
-        .arg(manifests().join(dir))
+        .arg(dir)
+        .args(extra)
         .output()
         .unwrap_or_else(|e| {
             panic!(
-                "cannot run kubectl ({e}); install it (Debian: apt-get install kubernetes-client), as .ci/run does"
+                "cannot run kubectl ({e}); .ci/run installs kubectl 1.36 into target/ci-tools/bin, or set KUBECTL"
             )
         });
     assert!(
         output.status.success(),
-        "kubectl kustomize {dir}: {}",
+        "kubectl kustomize {}: {}",
+        dir.display(),
         String::from_utf8_lossy(&output.stderr)
     );
     let text = String::from_utf8(output.stdout).expect("utf8");
@@ -474,4 +496,65 @@ fn kustomize_renders_the_base_and_the_cert_manager_overlay() {
     // The overlay keeps the webhook's safety settings.
     assert_eq!(webhook["webhooks"][0]["sideEffects"], "NoneOnDryRun");
     assert_eq!(webhook["webhooks"][0]["failurePolicy"], "Ignore");
+}
+
+/// The optional components, each included from a kustomization of the user's own as the docs
+/// say: prune adds exactly the delete grant; the NetworkPolicy admits the two ports only.
+#[test]
+fn kustomize_renders_the_prune_and_network_policy_components() {
+    // Kustomize takes only relative paths: the user's kustomization sits in target/ here.
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&target).expect("target dir");
+    let dir = tempfile::tempdir_in(&target).expect("tempdir");
+    let kustomization = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+        resources:\n  - ../../manifests/base\ncomponents:\n  - ../../manifests/components/prune\n  \
+        - ../../manifests/components/network-policy\n";
+    std::fs::write(dir.path().join("kustomization.yaml"), kustomization).expect("write");
+    let rendered = kustomize_path(dir.path(), &["--load-restrictor", "LoadRestrictionsNone"]);
+    for v in &rendered {
+        check_type("kubectl kustomize with the components", v);
+    }
+    let prune = rendered
+        .iter()
+        .find(|v| {
+            v["kind"] == "ClusterRole" && v["metadata"]["name"] == "pull-secret-injector-prune"
+        })
+        .expect("the prune ClusterRole");
+    assert_eq!(
+        prune["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["delete"]}])
+    );
+    let binding = rendered
+        .iter()
+        .find(|v| {
+            v["kind"] == "ClusterRoleBinding"
+                && v["metadata"]["name"] == "pull-secret-injector-prune"
+        })
+        .expect("its binding");
+    assert_eq!(binding["subjects"][0]["name"], NAME);
+    let policy = rendered
+        .iter()
+        .find(|v| v["kind"] == "NetworkPolicy")
+        .expect("the NetworkPolicy");
+    let ports: BTreeSet<i64> = policy["spec"]["ingress"]
+        .as_array()
+        .expect("ingress")
+        .iter()
+        .flat_map(|rule| rule["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["port"].as_i64())
+        .collect();
+    assert_eq!(ports, BTreeSet::from([8443, 9090]));
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        NAME
+    );
+}
+
+/// Without the prune component nothing is ever deleted: the base grants no delete.
+#[test]
+fn the_base_grants_no_delete() {
+    let role: ClusterRole = get("ClusterRole", NAME);
+    for rule in role.rules.iter().flatten() {
+        assert!(!rule.verbs.iter().any(|v| v == "delete"), "{rule:?}");
+    }
 }
