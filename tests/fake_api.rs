@@ -572,7 +572,8 @@ async fn every_patch_type_behaves_like_kube() {
         .await
         .unwrap();
 
-    // Strategic merge: imagePullSecrets merge by name, new ones at the end, order kept.
+    // Strategic merge: ServiceAccount.imagePullSecrets has no patch strategy (it is
+    // `+listType=atomic`), so the patch's list replaces it, as on a real cluster.
     let smp = Patch::Strategic(json!({"imagePullSecrets": [{"name": "c"}, {"name": "a"}]}));
     let sa = sas
         .patch("robot", &PatchParams::default(), &smp)
@@ -584,7 +585,7 @@ async fn every_patch_type_behaves_like_kube() {
         .into_iter()
         .map(|s| s.name)
         .collect();
-    assert_eq!(names, ["a", "b", "c"]);
+    assert_eq!(names, ["c", "a"]);
     // A plain merge patch replaces the list.
     let merge = Patch::Merge(json!({"imagePullSecrets": [{"name": "z"}]}));
     let sa = sas
@@ -1602,4 +1603,391 @@ async fn webhooks_trust_the_ca_bundle_stored_at_each_call() {
         .unwrap();
     assert!(!injected(&create("unhooked").await));
     assert_eq!(server.admission_calls().len(), 5);
+}
+
+/// The `name`s of a list of references (`imagePullSecrets`, `secrets`), in order.
+fn names_in(list: &Value) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn json_patch(ops: Value) -> Patch<()> {
+    Patch::Json(serde_json::from_value(ops).unwrap())
+}
+
+async fn default_service_account(server: &FakeApiServer, ns: &str) {
+    eventually(&format!("the default ServiceAccount of {ns}"), || async {
+        server.get("serviceaccounts", Some(ns), "default").is_some()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn strategic_merge_replaces_service_account_image_pull_secrets() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "smp", &[]).await;
+    let mut robot = service_account("smp", "robot", &["a", "b"]);
+    robot["secrets"] = json!([{"name": "s1", "namespace": "smp"}]);
+    server.create(robot).await.unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "smp");
+    let patch = |p: Patch<Value>| {
+        let sas = sas.clone();
+        async move {
+            sas.patch("robot", &PatchParams::default(), &p)
+                .await
+                .map(|sa| serde_json::to_value(sa).unwrap())
+        }
+    };
+
+    // The patch the production code once sent to add a reference: on a real cluster it leaves
+    // only the new one, since ServiceAccount.imagePullSecrets is `+listType=atomic` with no
+    // patchStrategy.
+    let sa = patch(Patch::Strategic(
+        json!({"imagePullSecrets": [{"name": "c"}]}),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(names_in(&sa["imagePullSecrets"]), ["c"]);
+    // Directives mean nothing in an atomic list: the list is the patch's, `$patch` an unknown
+    // field the decoder drops.
+    let sa = patch(Patch::Strategic(json!({"imagePullSecrets": [
+        {"name": "c", "$patch": "delete"}, {"name": "d"},
+    ]})))
+    .await
+    .unwrap();
+    assert_eq!(names_in(&sa["imagePullSecrets"]), ["c", "d"]);
+    let stored = server.get("serviceaccounts", Some("smp"), "robot").unwrap();
+    assert!(stored["imagePullSecrets"][0].get("$patch").is_none());
+
+    // ServiceAccount.secrets does merge by name; strategicpatch puts an item it did not have
+    // before the ones it keeps.
+    let sa = patch(Patch::Strategic(
+        json!({"secrets": [{"name": "s2", "namespace": "smp"}]}),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(names_in(&sa["secrets"]), ["s2", "s1"]);
+
+    // What adds a reference and keeps the others: a JSON patch appending to the list as read,
+    // guarded by a `test` of it.
+    let sa = patch(Patch::Json(
+        serde_json::from_value(json!([
+            {"op": "test", "path": "/imagePullSecrets", "value": [{"name": "c"}, {"name": "d"}]},
+            {"op": "add", "path": "/imagePullSecrets/-", "value": {"name": "e"}},
+        ]))
+        .unwrap(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(names_in(&sa["imagePullSecrets"]), ["c", "d", "e"]);
+    // A merge patch replaces every list.
+    let sa = patch(Patch::Merge(json!({"imagePullSecrets": [{"name": "f"}]})))
+        .await
+        .unwrap();
+    assert_eq!(names_in(&sa["imagePullSecrets"]), ["f"]);
+}
+
+#[tokio::test]
+async fn strategic_merge_merges_pod_image_pull_secrets_by_name() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "pm", &[]).await;
+    default_service_account(&server, "pm").await;
+    let mut p = pod("pm", "web", &["nginx"]);
+    p["spec"]["imagePullSecrets"] = json!([{"name": "a"}, {"name": "b"}]);
+    server.create(p).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "pm");
+    // A real apiserver refuses these updates (a Pod's spec is immutable but for images and a
+    // few fields; the fake does not enforce that). What is shown is the merge strategicpatch
+    // computes for every PodSpec: `patchStrategy:"merge" patchMergeKey:"name"`.
+    let patch = |p: Value| {
+        let pods = pods.clone();
+        async move {
+            let pod = pods
+                .patch("web", &PatchParams::default(), &Patch::Strategic(p))
+                .await
+                .unwrap();
+            let names: Vec<String> = pod
+                .spec
+                .unwrap()
+                .image_pull_secrets
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| r.name)
+                .collect();
+            names
+        }
+    };
+    // A name the list did not have goes first (mergeSortedSlice), the others keep their order.
+    assert_eq!(
+        patch(json!({"spec": {"imagePullSecrets": [{"name": "c"}]}})).await,
+        ["c", "a", "b"]
+    );
+    // A name it had changes nothing.
+    assert_eq!(
+        patch(json!({"spec": {"imagePullSecrets": [{"name": "b"}]}})).await,
+        ["c", "a", "b"]
+    );
+    // `$setElementOrder` orders the result.
+    assert_eq!(
+        patch(json!({"spec": {
+            "$setElementOrder/imagePullSecrets": [{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}],
+            "imagePullSecrets": [{"name": "d"}],
+        }}))
+        .await,
+        ["a", "b", "c", "d"]
+    );
+    // `$patch: delete` removes by name; `$patch: replace` makes the list the patch's.
+    assert_eq!(
+        patch(json!({"spec": {"imagePullSecrets": [{"name": "a", "$patch": "delete"}]}})).await,
+        ["b", "c", "d"]
+    );
+    assert_eq!(
+        patch(json!({"spec": {"imagePullSecrets": [{"$patch": "replace"}, {"name": "z"}]}})).await,
+        ["z"]
+    );
+    // Containers merge by name too: the named one keeps its other fields.
+    let pod = pods
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Strategic(
+                json!({"spec": {"containers": [{"name": "c0", "image": "nginx:2"}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let containers = pod.spec.unwrap().containers;
+    assert_eq!(containers.len(), 1);
+    assert_eq!(containers[0].image.as_deref(), Some("nginx:2"));
+}
+
+#[tokio::test]
+async fn strategic_merge_merges_finalizers_as_an_ordered_set() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "fin", &[]).await;
+    let mut cm = config_map("fin", "c", &[]);
+    cm["metadata"]["finalizers"] = json!(["example.com/a"]);
+    server.create(cm).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "fin");
+    let patch = |p: Patch<Value>| {
+        let cms = cms.clone();
+        async move {
+            cms.patch("c", &PatchParams::default(), &p)
+                .await
+                .unwrap()
+                .metadata
+                .finalizers
+                .unwrap_or_default()
+        }
+    };
+    // metadata.finalizers: `patchStrategy:"merge"` on a list of strings, a set union where
+    // new values go first.
+    let smp = |f: Value| Patch::Strategic(json!({"metadata": {"finalizers": f}}));
+    assert_eq!(
+        patch(smp(json!(["example.com/b"]))).await,
+        ["example.com/b", "example.com/a"]
+    );
+    assert_eq!(
+        patch(smp(json!(["example.com/a"]))).await,
+        ["example.com/b", "example.com/a"]
+    );
+    assert_eq!(
+        patch(Patch::Strategic(json!({"metadata": {
+            "$deleteFromPrimitiveList/finalizers": ["example.com/b"],
+        }})))
+        .await,
+        ["example.com/a"]
+    );
+    // A merge patch replaces the list.
+    assert_eq!(
+        patch(Patch::Merge(
+            json!({"metadata": {"finalizers": ["example.com/z"]}})
+        ))
+        .await,
+        ["example.com/z"]
+    );
+}
+
+#[tokio::test]
+async fn apply_respects_list_types() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "ssa", &[]).await;
+    let mut robot = service_account("ssa", "robot", &["a", "b"]);
+    robot["secrets"] = json!([{"name": "s1"}]);
+    robot["metadata"]["labels"] = json!({"one": "1"});
+    server.create(robot).await.unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "ssa");
+    let apply = |body: Value| {
+        let sas = sas.clone();
+        async move {
+            let mut applied = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}});
+            json_patch::merge(&mut applied, &body);
+            serde_json::to_value(
+                sas.patch(
+                    "robot",
+                    &PatchParams::apply("tests"),
+                    &Patch::Apply(applied),
+                )
+                .await
+                .unwrap(),
+            )
+            .unwrap()
+        }
+    };
+    // imagePullSecrets is `+listType=atomic`: replaced.
+    let sa = apply(json!({"imagePullSecrets": [{"name": "c"}]})).await;
+    assert_eq!(names_in(&sa["imagePullSecrets"]), ["c"]);
+    // secrets is `+listType=map` keyed by name: merged, a new item after the live ones (unlike
+    // strategic merge, which puts it first).
+    let sa = apply(json!({"secrets": [{"name": "s2"}]})).await;
+    assert_eq!(names_in(&sa["secrets"]), ["s1", "s2"]);
+    // finalizers is `+listType=set`: a union.
+    apply(json!({"metadata": {"finalizers": ["example.com/x"]}})).await;
+    let sa = apply(json!({"metadata": {"finalizers": ["example.com/y"]}})).await;
+    assert_eq!(
+        sa["metadata"]["finalizers"],
+        json!(["example.com/x", "example.com/y"])
+    );
+    // Labels merge key by key.
+    let sa = apply(json!({"metadata": {"labels": {"two": "2"}}})).await;
+    assert_eq!(sa["metadata"]["labels"], json!({"one": "1", "two": "2"}));
+    // The documented simplification: no managedFields, so what this manager applied before
+    // and now leaves out stays (kube would remove `two`, which only this manager set).
+    let sa = apply(json!({"metadata": {"labels": {"three": "3"}}})).await;
+    assert_eq!(sa["metadata"]["labels"]["two"], "2");
+    // Duplicate keys in an applied associative list are refused.
+    let mut dup =
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}});
+    dup["secrets"] = json!([{"name": "s3"}, {"name": "s3"}]);
+    let refused = status(
+        sas.patch("robot", &PatchParams::apply("tests"), &Patch::Apply(dup))
+            .await,
+    );
+    assert_eq!(refused.code, 500);
+    assert!(
+        refused.message.contains("duplicate entries for key"),
+        "{}",
+        refused.message
+    );
+}
+
+#[tokio::test]
+async fn json_patch_test_failure_is_422() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "jp", &[]).await;
+    // Its creation would move the resourceVersion this test watches.
+    default_service_account(&server, "jp").await;
+    server
+        .create(service_account("jp", "robot", &["a"]))
+        .await
+        .unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "jp");
+    let rv = server.resource_version();
+    // What patch.go answers for any failed operation: 422 Invalid, the generic message (the
+    // json-patch error itself is dropped) and empty details.
+    for ops in [
+        json!([{"op": "test", "path": "/imagePullSecrets", "value": [{"name": "other"}]},
+               {"op": "add", "path": "/imagePullSecrets/-", "value": {"name": "b"}}]),
+        json!([{"op": "remove", "path": "/metadata/labels/nope"}]),
+        json!([{"op": "replace", "path": "/secrets/0", "value": {"name": "x"}}]),
+    ] {
+        let failed = status(
+            sas.patch("robot", &PatchParams::default(), &json_patch(ops.clone()))
+                .await,
+        );
+        assert_eq!(
+            (failed.code, failed.reason.as_str()),
+            (422, "Invalid"),
+            "{ops}"
+        );
+        assert_eq!(
+            failed.message,
+            "the server rejected our request due to an error in our request"
+        );
+        let details = failed.details.unwrap();
+        assert!(details.name.is_empty() && details.kind.is_empty() && details.causes.is_empty());
+    }
+    assert_eq!(server.resource_version(), rv, "nothing was written");
+
+    // A patched object that is no longer a ServiceAccount is 422 too, naming the field `patch`.
+    let bad = status(
+        sas.patch(
+            "robot",
+            &PatchParams::default(),
+            &json_patch(json!([{"op": "replace", "path": "/imagePullSecrets", "value": "x"}])),
+        )
+        .await,
+    );
+    assert_eq!((bad.code, bad.reason.as_str()), (422, "Invalid"));
+    assert_eq!(bad.details.unwrap().causes[0].field, "patch");
+}
+
+#[tokio::test]
+async fn json_patch_resource_version_is_a_precondition() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "rv", &[]).await;
+    let created = server
+        .create(service_account("rv", "robot", &["a"]))
+        .await
+        .unwrap();
+    let first = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "rv");
+    let append = |rv: &str, name: &str| {
+        json_patch(json!([
+            {"op": "replace", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "add", "path": "/imagePullSecrets/-", "value": {"name": name}},
+        ]))
+    };
+    let sa = sas
+        .patch("robot", &PatchParams::default(), &append(&first, "b"))
+        .await
+        .unwrap();
+    assert_eq!(sa.image_pull_secrets.unwrap().len(), 2);
+    // The resourceVersion the patch sets is the update's precondition: stale is 409.
+    let stale = status(
+        sas.patch("robot", &PatchParams::default(), &append(&first, "c"))
+            .await,
+    );
+    assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        stale.message,
+        "Operation cannot be fulfilled on serviceaccounts \"robot\": the object has been modified; please apply your changes to the latest version and try again"
+    );
+    // A `test` of the version is a failed operation instead: 422.
+    let tested = status(
+        sas.patch(
+            "robot",
+            &PatchParams::default(),
+            &json_patch(
+                json!([{"op": "test", "path": "/metadata/resourceVersion", "value": first}]),
+            ),
+        )
+        .await,
+    );
+    assert_eq!(tested.code, 422);
+    // Without one (removed), the update is unconditional.
+    let sa = sas
+        .patch(
+            "robot",
+            &PatchParams::default(),
+            &json_patch(json!([
+                {"op": "remove", "path": "/metadata/resourceVersion"},
+                {"op": "add", "path": "/imagePullSecrets/-", "value": {"name": "d"}},
+            ])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sa.image_pull_secrets.unwrap().len(), 3);
 }

@@ -12,7 +12,7 @@ use super::admission;
 use super::meta::{
     ResourceInfo, by_resource, meta_mut, meta_str, name_suffix, new_uid, now, partial,
 };
-use super::patch::{PatchKind, apply_patch, parse_apply};
+use super::patch::{PatchKind, apply_patch, check_applied, parse_apply};
 use super::rbac::UserInfo;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{Failure, FieldError};
@@ -310,6 +310,7 @@ pub(crate) async fn patch(
             ));
         }
         let applied = parse_apply(body)?;
+        check_applied(&applied, &info.api_version())?;
         let exists = lock(&core.store).get(info.resource, &ns, name).is_some();
         if !exists {
             // Apply creates what is missing, through the whole create path.

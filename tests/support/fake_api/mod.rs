@@ -74,6 +74,7 @@ mod http;
 mod meta;
 mod patch;
 mod rbac;
+mod schema;
 mod selectors;
 mod status;
 mod store;

@@ -160,7 +160,9 @@ impl Failure {
         if !group.is_empty() {
             details.insert("group".into(), json!(group));
         }
-        details.insert("kind".into(), json!(kind));
+        if !kind.is_empty() {
+            details.insert("kind".into(), json!(kind));
+        }
         self.details = Some(Value::Object(details));
         self
     }
