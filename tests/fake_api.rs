@@ -1618,6 +1618,11 @@ fn json_patch(ops: Value) -> Patch<()> {
     Patch::Json(serde_json::from_value(ops).unwrap())
 }
 
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
 async fn default_service_account(server: &FakeApiServer, ns: &str) {
     eventually(&format!("the default ServiceAccount of {ns}"), || async {
         server.get("serviceaccounts", Some(ns), "default").is_some()
@@ -1812,6 +1817,75 @@ async fn strategic_merge_merges_finalizers_as_an_ordered_set() {
         .await,
         ["example.com/z"]
     );
+}
+
+#[tokio::test]
+async fn every_patch_type_merges_the_maps_the_injector_writes() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "maps", &[]).await;
+    default_service_account(&server, "maps").await;
+    server
+        .create(support::objects::opaque_secret("maps", "s", &[("k1", "1")]))
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "maps");
+    let patch = |p: Patch<Value>| {
+        let secrets = secrets.clone();
+        async move { secrets.patch("s", &PatchParams::default(), &p).await }
+    };
+    let keys = |s: &Secret| -> Vec<String> { s.data.clone().unwrap().into_keys().collect() };
+
+    // Strategic merge and merge patch: maps merge key by key, null removes a key.
+    let s = patch(Patch::Strategic(json!({
+        "data": {"k2": b64("2")},
+        "metadata": {"labels": {"l": "1"}, "annotations": {"example.com/a": "1"}},
+    })))
+    .await
+    .unwrap();
+    assert_eq!(keys(&s), ["k1", "k2"]);
+    assert_eq!(s.metadata.labels.unwrap()["l"], "1");
+    let s = patch(Patch::Merge(json!({
+        "data": {"k1": null, "k3": b64("3")},
+        "metadata": {"labels": {"l": null}},
+    })))
+    .await
+    .unwrap();
+    assert_eq!(keys(&s), ["k2", "k3"]);
+    assert!(s.metadata.labels.unwrap_or_default().is_empty());
+
+    // JSON patch: `/` in a key is `~1`; `add` needs the parent to exist (labels are gone).
+    let s = patch(json_patch_value(json!([
+        {"op": "add", "path": "/metadata/annotations/pull-secret-injector~1source", "value": "x"},
+    ])))
+    .await
+    .unwrap();
+    assert_eq!(
+        s.metadata.annotations.unwrap()["pull-secret-injector/source"],
+        "x"
+    );
+    let rv = server.resource_version();
+    let missing = status(
+        patch(json_patch_value(
+            json!([{"op": "add", "path": "/metadata/labels/x", "value": "y"}]),
+        ))
+        .await,
+    );
+    assert_eq!((missing.code, missing.reason.as_str()), (422, "Invalid"));
+    assert_eq!(server.resource_version(), rv);
+
+    // Apply merges maps key by key too.
+    let applied = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+        "data": {"k4": b64("4")}});
+    let s = secrets
+        .patch("s", &PatchParams::apply("tests"), &Patch::Apply(applied))
+        .await
+        .unwrap();
+    assert_eq!(keys(&s), ["k2", "k3", "k4"]);
+}
+
+fn json_patch_value(ops: Value) -> Patch<Value> {
+    Patch::Json(serde_json::from_value(ops).unwrap())
 }
 
 #[tokio::test]

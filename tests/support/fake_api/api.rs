@@ -134,6 +134,8 @@ pub(crate) async fn create(
         let name = format!("{}{}", meta_str(&obj, "generateName"), name_suffix());
         meta_mut(&mut obj).insert("name".into(), json!(name));
     }
+    // What the webhooks' patches left empty is gone once the object is encoded.
+    super::schema::omit_empty(info.kind, &mut obj);
     validate(info, &obj)?;
     prepare_for_create(info, &mut obj);
     let meta = meta_mut(&mut obj);

@@ -202,3 +202,83 @@ pub(crate) fn atomic_for_apply(kind: &str, path: &str) -> bool {
         _ => false,
     }
 }
+
+/// Whether the object at `path` is a Go map (not a struct): `encoding/json`'s `omitempty`
+/// leaves an empty map out, and storage keeps none (protobuf has no empty map), so an empty
+/// one is never seen again. Every map of the served types is `omitempty`.
+fn is_map_field(kind: &str, path: &str) -> bool {
+    // ObjectMeta's maps, at the root and in templates; a LabelSelector's; a ResourceList.
+    if ["metadata.labels", "metadata.annotations", ".matchLabels"]
+        .iter()
+        .chain(&["resources.limits", "resources.requests"])
+        .any(|suffix| path.ends_with(suffix))
+        || path == "matchLabels"
+    {
+        return true;
+    }
+    match kind {
+        "Secret" => matches!(path, "data" | "stringData"),
+        "ConfigMap" => matches!(path, "data" | "binaryData"),
+        "Pod" => matches!(
+            path,
+            "spec.nodeSelector"
+                | "spec.overhead"
+                | "spec.volumes.flexVolume.options"
+                | "spec.volumes.csi.volumeAttributes"
+                | "spec.volumes.projected.sources.podCertificate.userAnnotations"
+        ),
+        _ => false,
+    }
+}
+
+/// Whether the list at `path` is one of the few without `omitempty`, whose emptiness shows.
+fn keeps_empty_list(kind: &str, path: &str) -> bool {
+    match kind {
+        "Pod" => matches!(
+            path,
+            "spec.containers"
+                | "spec.volumes.rbd.monitors"
+                | "spec.volumes.cephfs.monitors"
+                | "spec.volumes.projected.sources"
+                | "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"
+        ),
+        "MutatingWebhookConfiguration" => path == "webhooks.admissionReviewVersions",
+        _ => false,
+    }
+}
+
+/// Drops nulls, and the empty maps and lists that kube never returns: `omitempty` in every encoding of
+/// the typed object (responses, watch events, AdmissionReviews, the document a JSON patch is
+/// applied to). So an emptied `imagePullSecrets` or `labels` is absent afterwards, and a JSON
+/// patch `add` under it needs the parent created first.
+pub(crate) fn omit_empty(kind: &str, value: &mut serde_json::Value) {
+    fn walk(kind: &str, path: &str, value: &mut serde_json::Value) {
+        use serde_json::Value;
+        match value {
+            Value::Object(map) => {
+                map.retain(|k, v| {
+                    let child = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(kind, &child, v);
+                    match v {
+                        // A null is the field's zero value to the decoder: left out.
+                        Value::Null => false,
+                        Value::Array(items) => !items.is_empty() || keeps_empty_list(kind, &child),
+                        Value::Object(m) => !m.is_empty() || !is_map_field(kind, &child),
+                        _ => true,
+                    }
+                });
+            }
+            Value::Array(items) => {
+                for item in items {
+                    walk(kind, path, item);
+                }
+            }
+            _ => {}
+        }
+    }
+    walk(kind, "", value);
+}

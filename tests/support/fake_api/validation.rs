@@ -242,6 +242,11 @@ pub(crate) fn validate_update(
 
 /// Defaults applied when a body is decoded, before admission sees it.
 pub(crate) fn default_on_decode(info: &ResourceInfo, obj: &mut Value) {
+    fold_and_default(info, obj);
+    super::schema::omit_empty(info.kind, obj);
+}
+
+fn fold_and_default(info: &ResourceInfo, obj: &mut Value) {
     let Some(map) = obj.as_object_mut() else {
         return;
     };
