@@ -2065,3 +2065,110 @@ async fn json_patch_resource_version_is_a_precondition() {
         .unwrap();
     assert_eq!(sa.image_pull_secrets.unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn immutable_secret_data_cannot_change() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "im", &[]).await;
+    let mut frozen = support::objects::opaque_secret("im", "frozen", &[("k", "v")]);
+    frozen["immutable"] = json!(true);
+    server.create(frozen).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "im");
+    let patch = |p: Value| {
+        let secrets = secrets.clone();
+        async move {
+            secrets
+                .patch("frozen", &PatchParams::default(), &Patch::Merge(p))
+                .await
+        }
+    };
+    const WHEN_SET: &str = "Forbidden: field is immutable when `immutable` is set";
+    let changed = status(patch(json!({"data": {"k": b64("other")}})).await);
+    assert_eq!((changed.code, changed.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        changed.message,
+        format!("Secret \"frozen\" is invalid: data: {WHEN_SET}")
+    );
+    let cause = &changed.details.unwrap().causes[0];
+    assert_eq!(
+        (cause.reason.as_str(), cause.field.as_str()),
+        ("FieldValueForbidden", "data")
+    );
+    // stringData is data by the time validation runs.
+    let string_data = status(patch(json!({"stringData": {"new": "x"}})).await);
+    assert_eq!(
+        string_data.message,
+        format!("Secret \"frozen\" is invalid: data: {WHEN_SET}")
+    );
+    let thawed = status(patch(json!({"immutable": false})).await);
+    assert_eq!(
+        thawed.message,
+        format!("Secret \"frozen\" is invalid: immutable: {WHEN_SET}")
+    );
+    let both = status(patch(json!({"immutable": null, "data": null})).await);
+    assert_eq!(
+        both.message,
+        format!("Secret \"frozen\" is invalid: [immutable: {WHEN_SET}, data: {WHEN_SET}]")
+    );
+    // type never changes, immutable or not.
+    let retyped = status(patch(json!({"type": "example.com/other"})).await);
+    assert_eq!(
+        retyped.message,
+        "Secret \"frozen\" is invalid: type: Invalid value: \"example.com/other\": field is immutable"
+    );
+    // Metadata still changes, and the Secret can be deleted.
+    let labelled = patch(json!({"metadata": {"labels": {"a": "1"}}}))
+        .await
+        .unwrap();
+    assert_eq!(labelled.metadata.labels.unwrap()["a"], "1");
+    secrets
+        .delete("frozen", &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn immutable_config_map_data_cannot_change() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "imc", &[]).await;
+    let mut frozen = config_map("imc", "frozen", &[("k", "v")]);
+    frozen["immutable"] = json!(true);
+    frozen["binaryData"] = json!({"b": b64("bytes")});
+    server.create(frozen).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "imc");
+    let patch = |p: Value| {
+        let cms = cms.clone();
+        async move {
+            cms.patch("frozen", &PatchParams::default(), &Patch::Merge(p))
+                .await
+        }
+    };
+    const WHEN_SET: &str = "Forbidden: field is immutable when `immutable` is set";
+    let changed = status(patch(json!({"data": {"k": "w"}, "binaryData": {"b": b64("x")}})).await);
+    assert_eq!(
+        changed.message,
+        format!("ConfigMap \"frozen\" is invalid: [data: {WHEN_SET}, binaryData: {WHEN_SET}]")
+    );
+    let thawed = status(patch(json!({"immutable": false})).await);
+    assert_eq!(
+        thawed.message,
+        format!("ConfigMap \"frozen\" is invalid: immutable: {WHEN_SET}")
+    );
+    patch(json!({"metadata": {"annotations": {"a": "1"}}}))
+        .await
+        .unwrap();
+    // A mutable one may become immutable.
+    server
+        .create(config_map("imc", "thawed", &[]))
+        .await
+        .unwrap();
+    cms.patch(
+        "thawed",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"immutable": true, "data": {"k": "v"}})),
+    )
+    .await
+    .unwrap();
+}
