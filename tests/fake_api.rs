@@ -2172,3 +2172,63 @@ async fn immutable_config_map_data_cannot_change() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn string_data_is_merged_into_data() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "sd", &[]).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "sd");
+    let seen = collect(watcher(secrets.clone(), watcher::Config::default()).default_backoff());
+    eventually("the initial list", || async { saw(&seen, "initdone") }).await;
+    let decoded = |s: &Secret| -> BTreeMap<String, String> {
+        s.data
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
+            .collect()
+    };
+    let mut s = support::objects::opaque_secret("sd", "s", &[("a", "1"), ("b", "old")]);
+    s["stringData"] = json!({"b": "new", "c": "3"});
+    let created = secrets
+        .create(&PostParams::default(), &typed(s))
+        .await
+        .unwrap();
+    let want: BTreeMap<String, String> = [("a", "1"), ("b", "new"), ("c", "3")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(decoded(&created), want);
+    assert!(created.string_data.is_none());
+    let stored = server.get("secrets", Some("sd"), "s").unwrap();
+    assert!(stored.get("stringData").is_none());
+
+    // Patches fold it in the same way, overwriting keys of data.
+    let patched = secrets
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"a": "x", "d": "4"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(decoded(&patched)["a"], "x");
+    assert_eq!(decoded(&patched)["d"], "4");
+    assert!(patched.string_data.is_none());
+    // A PUT replaces data whole: what it holds is its data and stringData.
+    let mut replaced = patched.clone();
+    replaced.data = None;
+    replaced.string_data = Some([("only".to_string(), "1".to_string())].into());
+    let replaced = secrets
+        .replace("s", &PostParams::default(), &replaced)
+        .await
+        .unwrap();
+    assert_eq!(decoded(&replaced).into_keys().collect::<Vec<_>>(), ["only"]);
+    let listed = secrets.list(&ListParams::default()).await.unwrap();
+    assert!(listed.items.iter().all(|s| s.string_data.is_none()));
+    eventually("the watch to see the update", || async {
+        saw(&seen, "apply s")
+    })
+    .await;
+}

@@ -297,8 +297,13 @@ fn fold_and_default(info: &ResourceInfo, obj: &mut Value) {
     }
     if info.kind == "Secret" {
         map.entry("type").or_insert_with(|| json!("Opaque"));
-        // stringData is write-only: the v1 conversion folds it into data.
-        if let Some(Value::Object(string_data)) = map.remove("stringData") {
+        // stringData is write-only: `Convert_v1_Secret_To_core_Secret`
+        // (pkg/apis/core/v1/conversion.go) writes each entry over `data` when the v1 object
+        // is decoded (a create or update body, a patched object), and the internal Secret has
+        // no stringData, so it is never stored, returned, watched or shown to webhooks.
+        if let Some(Value::Object(string_data)) = map.remove("stringData")
+            && !string_data.is_empty()
+        {
             let data = map.entry("data").or_insert_with(|| json!({}));
             if let Some(data) = data.as_object_mut() {
                 for (k, v) in string_data {
