@@ -2232,3 +2232,158 @@ async fn string_data_is_merged_into_data() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn default_service_account_can_be_delayed_and_held() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    let sas: Api<ServiceAccount> = Api::all(client.clone());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns_seen =
+        collect(watcher(namespaces.clone(), watcher::Config::default()).default_backoff());
+    eventually("the initial list", || async { saw(&ns_seen, "initdone") }).await;
+
+    // Held: the Namespace is there and watched, its default ServiceAccount is not.
+    server.hold_default_service_accounts(true);
+    make_namespace(&server, "held", &[]).await;
+    eventually("the held creation", || async {
+        server.held_default_service_accounts() == ["held"]
+    })
+    .await;
+    eventually("the namespace in the watch", || async {
+        saw(&ns_seen, "apply held")
+    })
+    .await;
+    let absent = status(
+        Api::<ServiceAccount>::namespaced(client.clone(), "held")
+            .get("default")
+            .await,
+    );
+    assert_eq!(absent.code, 404);
+    // A webhook on serviceaccounts is registered meanwhile: the creation goes through it.
+    let (url, ca) =
+        webhook(json!([{"op": "add", "path": "/metadata/labels", "value": {"injected": "yes"}}]))
+            .await;
+    server.register_webhook(webhook_config("injector", &url, &ca, "Fail"));
+    server.release_default_service_account("held");
+    default_service_account(&server, "held").await;
+    assert!(server.held_default_service_accounts().is_empty());
+    let sa = server
+        .get("serviceaccounts", Some("held"), "default")
+        .unwrap();
+    assert_eq!(sa["metadata"]["labels"]["injected"], "yes");
+    assert!(
+        server
+            .admission_calls()
+            .iter()
+            .any(|c| c.kind == "ServiceAccount" && c.namespace == "held" && c.patched)
+    );
+    server.unregister_webhook("injector");
+
+    // Released before it comes due: it does not wait.
+    server.release_default_service_account("early");
+    make_namespace(&server, "early", &[]).await;
+    default_service_account(&server, "early").await;
+    // Holding ends: every held creation goes.
+    make_namespace(&server, "a", &[]).await;
+    make_namespace(&server, "b", &[]).await;
+    eventually("two held creations", || async {
+        server.held_default_service_accounts() == ["a", "b"]
+    })
+    .await;
+    server.hold_default_service_accounts(false);
+    default_service_account(&server, "a").await;
+    default_service_account(&server, "b").await;
+
+    // Delayed: it comes no sooner than the delay (a lower bound, whatever the machine's load).
+    server.set_default_service_account_delay(Duration::from_millis(300));
+    let start = Instant::now();
+    make_namespace(&server, "late", &[]).await;
+    default_service_account(&server, "late").await;
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    server.set_default_service_account_delay(Duration::ZERO);
+
+    // Deleted, it comes back: the controller re-syncs the namespace of a deleted account.
+    let before = server.get("serviceaccounts", Some("a"), "default").unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), "a")
+        .delete("default", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the default ServiceAccount again", || async {
+        server
+            .get("serviceaccounts", Some("a"), "default")
+            .is_some_and(|sa| sa["metadata"]["uid"] != before["metadata"]["uid"])
+    })
+    .await;
+    // Created by the controller, as a watch sees it.
+    let listed = sas
+        .list(&ListParams::default().fields("metadata.name=default"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 5);
+}
+
+#[tokio::test]
+async fn default_service_account_creation_is_retried() {
+    let server = FakeApiServer::start().await;
+    let (url, ca) =
+        webhook(json!([{"op": "add", "path": "/metadata/labels", "value": {"injected": "yes"}}]))
+            .await;
+    // The webhook is down and fails closed: the controller's create fails...
+    server.register_webhook(webhook_config(
+        "injector",
+        "https://127.0.0.1:9/mutate",
+        &ca,
+        "Fail",
+    ));
+    make_namespace(&server, "retry", &[]).await;
+    eventually("a failed creation", || async {
+        server
+            .admission_calls()
+            .iter()
+            .any(|c| c.kind == "ServiceAccount" && c.error.is_some())
+    })
+    .await;
+    assert!(
+        server
+            .get("serviceaccounts", Some("retry"), "default")
+            .is_none()
+    );
+    // ...and is retried with backoff until the webhook answers.
+    server.register_webhook(webhook_config("injector", &url, &ca, "Fail"));
+    default_service_account(&server, "retry").await;
+    let sa = server
+        .get("serviceaccounts", Some("retry"), "default")
+        .unwrap();
+    assert_eq!(sa["metadata"]["labels"]["injected"], "yes");
+}
+
+#[tokio::test]
+async fn terminating_namespace_refusal_carries_its_cause() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "gone", &[]).await;
+    Api::<Namespace>::all(client.clone())
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    let refused = status(
+        Api::<ConfigMap>::namespaced(client.clone(), "gone")
+            .create(&PostParams::default(), &typed(config_map("gone", "c", &[])))
+            .await,
+    );
+    assert_eq!((refused.code, refused.reason.as_str()), (403, "Forbidden"));
+    let cause = &refused.details.unwrap().causes[0];
+    assert_eq!(
+        (
+            cause.reason.as_str(),
+            cause.field.as_str(),
+            cause.message.as_str()
+        ),
+        (
+            "NamespaceTerminating",
+            "metadata.namespace",
+            "namespace gone is being terminated"
+        )
+    );
+}

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use super::admission;
@@ -50,6 +49,9 @@ fn ns_key(info: &ResourceInfo, namespace: Option<&str>) -> String {
     }
 }
 
+/// `v1.NamespaceTerminatingCause`.
+pub(crate) const TERMINATING_CAUSE: &str = "NamespaceTerminating";
+
 /// The NamespaceLifecycle admission plugin.
 fn namespace_lifecycle(
     store: &Store,
@@ -68,13 +70,27 @@ fn namespace_lifecycle(
         .and_then(|m| m.get("deletionTimestamp"))
         .is_some()
     {
-        return Err(Failure::forbidden(
+        // NamespaceLifecycle (`pkg/admission/plugin/namespace/lifecycle/admission.go`) adds
+        // the NamespaceTerminating cause, by which the service account controller, for one,
+        // tells this refusal from others.
+        let mut failure = Failure::forbidden(
             info.resource,
             display_name,
             &format!(
                 "unable to create new content in namespace {namespace} because it is being terminated"
             ),
-        ));
+        );
+        if let Some(Value::Object(details)) = failure.details.as_mut() {
+            details.insert(
+                "causes".into(),
+                json!([{
+                    "reason": TERMINATING_CAUSE,
+                    "message": format!("namespace {namespace} is being terminated"),
+                    "field": "metadata.namespace",
+                }]),
+            );
+        }
+        return Err(failure);
     }
     Ok(())
 }
@@ -156,30 +172,9 @@ pub(crate) async fn create(
         store.put(key(info.resource, &namespace, &name), obj)
     };
     if info.kind == "Namespace" {
-        tokio::spawn(create_default_service_account(core.clone(), name));
+        super::controllers::ensure_default_service_account(core, name);
     }
     Ok(stored)
-}
-
-/// The service account controller's work for a new namespace, moments after it appears.
-/// The explicit boxed type breaks the create → spawn → create type cycle.
-fn create_default_service_account(core: Arc<Core>, namespace: String) -> BoxFuture<'static, ()> {
-    Box::pin(async move {
-        let user = UserInfo::new(
-            "system:serviceaccount:kube-system:service-account-controller",
-            &[
-                "system:serviceaccounts",
-                "system:serviceaccounts:kube-system",
-                "system:authenticated",
-            ],
-        );
-        let mut ctx = Ctx::new(user, false);
-        let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": namespace}});
-        if let Some(info) = by_resource("serviceaccounts") {
-            // AlreadyExists (a test made it first) and a namespace already gone are both fine.
-            let _ = create(&core, &mut ctx, info, Some(&namespace), sa).await;
-        }
-    })
 }
 
 /// The update path shared by PUT and PATCH; runs under the store lock so that the
@@ -336,7 +331,7 @@ pub(crate) async fn patch(
 }
 
 pub(crate) fn delete(
-    core: &Core,
+    core: &Arc<Core>,
     ctx: &Ctx,
     info: &ResourceInfo,
     namespace: Option<&str>,
@@ -390,9 +385,15 @@ pub(crate) fn delete(
     if ctx.dry_run {
         return Ok(current);
     }
-    Ok(store
+    let removed = store
         .remove(&key(info.resource, &ns, name))
-        .unwrap_or(current))
+        .unwrap_or(current);
+    drop(store);
+    if info.kind == "ServiceAccount" {
+        // The service account controller re-syncs the namespace of any deleted account.
+        super::controllers::ensure_default_service_account(core, ns);
+    }
+    Ok(removed)
 }
 
 /// Stores `obj` as given (created, or replacing the object of its name), with defaults and

@@ -69,6 +69,7 @@
 
 mod admission;
 mod api;
+mod controllers;
 mod faults;
 mod http;
 mod meta;
@@ -142,6 +143,10 @@ pub(crate) struct Core {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Where each Service (namespace, name) is served: its endpoints, for webhook calls.
     pub services: Mutex<HashMap<(String, String), std::net::SocketAddr>>,
+    /// The service account controller's knobs and the creations it holds.
+    pub sa_controller: Mutex<controllers::SaController>,
+    /// Wakes held creations when the test releases some.
+    pub sa_wakeup: tokio::sync::Notify,
 }
 
 /// A poisoned lock only means another test thread panicked; the data is still what we want.
@@ -187,6 +192,8 @@ impl FakeApiServer {
             requests: Mutex::new(Vec::new()),
             admission_calls: Mutex::new(Vec::new()),
             services: Mutex::new(HashMap::new()),
+            sa_controller: Mutex::new(controllers::SaController::default()),
+            sa_wakeup: tokio::sync::Notify::new(),
             faults: Mutex::new(faults::Faults::default()),
             shutdown: shutdown_rx,
         });
@@ -253,6 +260,49 @@ impl FakeApiServer {
     /// `name.namespace.svc`, as kube-apiserver does.
     pub fn route_service(&self, namespace: &str, name: &str, addr: std::net::SocketAddr) {
         lock(&self.core.services).insert((namespace.to_string(), name.to_string()), addr);
+    }
+
+    /// How long the service account controller waits, after a Namespace is created (or a
+    /// ServiceAccount deleted) from now on, before it creates the namespace's `default`
+    /// ServiceAccount; the default is none (the creation starts at once, in its own task,
+    /// after the Namespace's ADDED event). The creation still goes through admission and
+    /// emits its watch event.
+    pub fn set_default_service_account_delay(&self, delay: std::time::Duration) {
+        lock(&self.core.sa_controller).delay = delay;
+    }
+
+    /// While true, every `default` ServiceAccount creation that comes due waits (see
+    /// [`Self::held_default_service_accounts`]) until [`Self::release_default_service_account`]
+    /// for its namespace; false lets every waiting one go.
+    pub fn hold_default_service_accounts(&self, hold: bool) {
+        let mut c = lock(&self.core.sa_controller);
+        c.hold = hold;
+        if !hold {
+            c.released.clear();
+        }
+        drop(c);
+        self.core.sa_wakeup.notify_waiters();
+    }
+
+    /// Lets the held creation of `namespace`'s `default` ServiceAccount go (if none is held
+    /// yet, the next one comes due released). It then goes through admission as usual: poll for
+    /// the ServiceAccount to see it. Does nothing unless holding.
+    pub fn release_default_service_account(&self, namespace: &str) {
+        let mut c = lock(&self.core.sa_controller);
+        if c.hold {
+            c.released.insert(namespace.to_string());
+        }
+        drop(c);
+        self.core.sa_wakeup.notify_waiters();
+    }
+
+    /// The namespaces whose `default` ServiceAccount creation is being held, in name order.
+    pub fn held_default_service_accounts(&self) -> Vec<String> {
+        lock(&self.core.sa_controller)
+            .held
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Deletes the MutatingWebhookConfiguration `name`, if there is one.
