@@ -2067,6 +2067,56 @@ async fn json_patch_resource_version_is_a_precondition() {
 }
 
 #[tokio::test]
+async fn delete_preconditions_conflict_like_kube() {
+    use kube::api::Preconditions;
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "del", &[]).await;
+    let cm = server.create(config_map("del", "c", &[])).await.unwrap();
+    let rv = cm["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let uid = cm["metadata"]["uid"].as_str().unwrap().to_string();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "del");
+    let with = |resource_version: Option<&str>, uid: Option<&str>| DeleteParams {
+        preconditions: Some(Preconditions {
+            resource_version: resource_version.map(String::from),
+            uid: uid.map(String::from),
+        }),
+        ..DeleteParams::default()
+    };
+    let stale = status(cms.delete("c", &with(Some("1"), None)).await);
+    assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        stale.message,
+        format!(
+            "Operation cannot be fulfilled on ConfigMap \"c\": the ResourceVersion in the precondition (1) does not match the ResourceVersion in record ({rv}). The object might have been modified"
+        )
+    );
+    let other = status(cms.delete("c", &with(Some("1"), Some("not-it"))).await);
+    assert_eq!(
+        other.message,
+        format!(
+            "Operation cannot be fulfilled on ConfigMap \"c\": the UID in the precondition (not-it) does not match the UID in record ({uid}). The object might have been deleted and then recreated"
+        )
+    );
+    cms.delete("c", &with(Some(&rv), Some(&uid))).await.unwrap();
+
+    // Namespaces have their own wording.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = namespaces.get("del").await.unwrap();
+    let refused = status(namespaces.delete("del", &with(Some("1"), None)).await);
+    assert_eq!(
+        refused.message,
+        format!(
+            "Operation cannot be fulfilled on namespaces \"del\": Precondition failed: ResourceVersion in precondition: 1, ResourceVersion in object meta: {}",
+            ns.metadata.resource_version.unwrap()
+        )
+    );
+}
+
+#[tokio::test]
 async fn immutable_secret_data_cannot_change() {
     let server = FakeApiServer::start().await;
     let client = admin(&server).await;

@@ -344,22 +344,44 @@ pub(crate) fn delete(
         return Err(Failure::not_found(&info.qualified_resource(), name));
     };
     let preconditions = options.and_then(|o| o.get("preconditions"));
-    for (field, label) in [("resourceVersion", "ResourceVersion"), ("uid", "UID")] {
-        if let Some(wanted) = preconditions
+    let wanted = |field: &str| {
+        preconditions
             .and_then(|p| p.get(field))
             .and_then(Value::as_str)
-        {
-            let actual = meta_str(&current, field);
-            if wanted != actual {
-                return Err(Failure::conflict(
-                    &info.qualified_resource(),
-                    name,
-                    &format!(
-                        "Precondition failed: {label} in precondition: {wanted}, {label} in object meta: {actual}"
-                    ),
-                ));
-            }
+            .map(String::from)
+    };
+    // UID first, then resourceVersion, in both places kube checks them.
+    for (field, label, what) in [
+        ("uid", "UID", "deleted and then recreated"),
+        ("resourceVersion", "ResourceVersion", "modified"),
+    ] {
+        let Some(wanted) = wanted(field) else {
+            continue;
+        };
+        let actual = meta_str(&current, field);
+        if wanted == actual {
+            continue;
         }
+        return Err(if info.kind == "Namespace" {
+            // The namespace registry's own Delete (pkg/registry/core/namespace/storage).
+            Failure::conflict(
+                "namespaces",
+                name,
+                &format!(
+                    "Precondition failed: {label} in precondition: {wanted}, {label} in object meta: {actual}"
+                ),
+            )
+        } else {
+            // `rest.BeforeDelete` (staging/src/k8s.io/apiserver/pkg/registry/rest/delete.go)
+            // names the resource by its kind.
+            Failure::conflict(
+                &info.qualified_kind(),
+                name,
+                &format!(
+                    "the {label} in the precondition ({wanted}) does not match the {label} in record ({actual}). The object might have been {what}"
+                ),
+            )
+        });
     }
     if info.kind == "Namespace" {
         // Namespaces finalise: they stay, Terminating, until their content is gone.
