@@ -2408,6 +2408,245 @@ async fn default_service_account_creation_is_retried() {
     assert_eq!(sa["metadata"]["labels"]["injected"], "yes");
 }
 
+/// What a recording webhook saw of one call: the client certificate presented (DER), and the
+/// AdmissionReview request.
+#[derive(Clone, Debug)]
+struct Seen {
+    client_cert: Option<Vec<u8>>,
+    request: Value,
+}
+
+/// An HTTPS webhook that allows everything unchanged and records each call. It asks for a
+/// client certificate signed by `client_ca` (DER) and accepts calls without one.
+async fn recording_webhook(client_ca: Option<Vec<u8>>) -> (String, String, Arc<Mutex<Vec<Seen>>>) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use rustls_pki_types::pem::PemObject;
+    let g = pull_secret_injector::certs::generate(&["127.0.0.1".to_string()], 1).unwrap();
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(g.cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(g.key_pem.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let config = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(rustls_pki_types::CertificateDer::from(ca))
+                .unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .unwrap();
+            builder
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(certs, key)
+                .unwrap()
+        }
+        None => builder
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}/mutate",
+        listener.local_addr().unwrap().port()
+    );
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let sink = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let client_cert = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.to_vec());
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let sink = sink.clone();
+                        let client_cert = client_cert.clone();
+                        async move {
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let review: Value = serde_json::from_slice(&body).unwrap();
+                            let request = review["request"].clone();
+                            let response = json!({
+                                "apiVersion": "admission.k8s.io/v1",
+                                "kind": "AdmissionReview",
+                                "response": {"uid": request["uid"], "allowed": true},
+                            });
+                            sink.lock().unwrap().push(Seen {
+                                client_cert,
+                                request,
+                            });
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from(response.to_string()),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (url, g.ca_pem, seen)
+}
+
+/// A CA and a client certificate it signed (PEM), and the CA's DER, for webhook client auth.
+fn client_identity(common_name: &str) -> (Vec<u8>, String, String, Vec<u8>) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair,
+    };
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name = DistinguishedName::new();
+    ca.distinguished_name
+        .push(DnType::CommonName, "webhook client CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::default();
+    leaf.distinguished_name = DistinguishedName::new();
+    leaf.distinguished_name
+        .push(DnType::CommonName, common_name);
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    (
+        ca_cert.der().to_vec(),
+        leaf_cert.pem(),
+        leaf_key.serialize_pem(),
+        leaf_cert.der().to_vec(),
+    )
+}
+
+#[tokio::test]
+async fn webhooks_get_the_configured_client_certificate() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "mtls", &[]).await;
+    default_service_account(&server, "mtls").await;
+    let (ca_der, cert_pem, key_pem, cert_der) = client_identity("kube-apiserver-webhook-client");
+    let (url, ca, seen) = recording_webhook(Some(ca_der)).await;
+    let port = url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    server.register_webhook(webhook_config("mtls", &url, &ca, "Fail"));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "mtls");
+    let presented = |name: &'static str| {
+        let pods = pods.clone();
+        let seen = seen.clone();
+        async move {
+            pods.create(
+                &PostParams::default(),
+                &typed(pod("mtls", name, &["nginx"])),
+            )
+            .await
+            .unwrap();
+            seen.lock().unwrap().last().unwrap().client_cert.clone()
+        }
+    };
+    // None configured: none presented.
+    assert_eq!(presented("plain").await, None);
+    // The `*` user of the kubeconfig: every webhook gets it.
+    server.set_webhook_client_identity(&cert_pem, &key_pem);
+    assert_eq!(
+        presented("star").await.as_deref(),
+        Some(cert_der.as_slice())
+    );
+    // By host:port: a name for another host does not apply, the webhook's own does.
+    server.clear_webhook_client_identities();
+    server.set_webhook_client_identity_for("webhook.example.com:443", &cert_pem, &key_pem);
+    assert_eq!(presented("elsewhere").await, None);
+    server.set_webhook_client_identity_for(&format!("127.0.0.1:{port}"), &cert_pem, &key_pem);
+    assert_eq!(
+        presented("exact").await.as_deref(),
+        Some(cert_der.as_slice())
+    );
+    server.clear_webhook_client_identities();
+    assert_eq!(presented("cleared").await, None);
+}
+
+#[tokio::test]
+async fn webhooks_see_admission_order_and_dry_run() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "ar", &[]).await;
+    default_service_account(&server, "ar").await;
+    server
+        .create(service_account("ar", "builder", &["regcred"]))
+        .await
+        .unwrap();
+    let (url, ca, seen) = recording_webhook(None).await;
+    let mut config = webhook_config("recorder", &url, &ca, "Fail");
+    config.webhooks.as_mut().unwrap()[0].rules.as_mut().unwrap()[0].resources =
+        Some(vec!["pods".into(), "secrets".into()]);
+    server.register_webhook(config);
+    let last = || seen.lock().unwrap().last().unwrap().request.clone();
+
+    // ServiceAccount admission runs before the webhooks: they see the account and the pull
+    // secrets it gave the pod.
+    let mut p: Pod = typed(pod("ar", "built", &["nginx"]));
+    p.spec.as_mut().unwrap().service_account_name = Some("builder".into());
+    Api::<Pod>::namespaced(client.clone(), "ar")
+        .create(&PostParams::default(), &p)
+        .await
+        .unwrap();
+    let request = last();
+    assert_eq!(request["operation"], "CREATE");
+    assert_eq!(request["namespace"], "ar");
+    assert_eq!(request["name"], "built");
+    assert_eq!(request["userInfo"]["username"], "admin");
+    assert_eq!(request["dryRun"], false);
+    assert_eq!(request["object"]["spec"]["serviceAccountName"], "builder");
+    assert_eq!(
+        names_in(&request["object"]["spec"]["imagePullSecrets"]),
+        ["regcred"]
+    );
+
+    // A dry run reaches webhooks (sideEffects None) flagged as such, and stores nothing.
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let mut s = support::objects::opaque_secret("ar", "dry", &[("k", "v")]);
+    s["stringData"] = json!({"s": "x"});
+    Api::<Secret>::namespaced(client.clone(), "ar")
+        .create(&dry, &typed(s))
+        .await
+        .unwrap();
+    let request = last();
+    assert_eq!(request["dryRun"], true);
+    assert_eq!(request["options"]["dryRun"], json!(["All"]));
+    // stringData was folded into data before admission.
+    assert!(request["object"].get("stringData").is_none());
+    assert_eq!(request["object"]["data"]["s"], b64("x"));
+    assert!(server.get("secrets", Some("ar"), "dry").is_none());
+}
+
 #[tokio::test]
 async fn terminating_namespace_refusal_carries_its_cause() {
     let server = FakeApiServer::start().await;

@@ -147,6 +147,9 @@ pub(crate) struct Core {
     pub sa_controller: Mutex<controllers::SaController>,
     /// Wakes held creations when the test releases some.
     pub sa_wakeup: tokio::sync::Notify,
+    /// The client certificates webhook calls present, by kubeconfig user name (`host:port`,
+    /// `host`, `*.domain`, `*`), as the AdmissionConfiguration's `kubeConfigFile` names them.
+    pub webhook_identities: Mutex<HashMap<String, admission::ClientIdentity>>,
 }
 
 /// A poisoned lock only means another test thread panicked; the data is still what we want.
@@ -194,6 +197,7 @@ impl FakeApiServer {
             services: Mutex::new(HashMap::new()),
             sa_controller: Mutex::new(controllers::SaController::default()),
             sa_wakeup: tokio::sync::Notify::new(),
+            webhook_identities: Mutex::new(HashMap::new()),
             faults: Mutex::new(faults::Faults::default()),
             shutdown: shutdown_rx,
         });
@@ -260,6 +264,31 @@ impl FakeApiServer {
     /// `name.namespace.svc`, as kube-apiserver does.
     pub fn route_service(&self, namespace: &str, name: &str, addr: std::net::SocketAddr) {
         lock(&self.core.services).insert((namespace.to_string(), name.to_string()), addr);
+    }
+
+    /// The client certificate (PEM, leaf first, and its PEM private key) that every webhook
+    /// call presents, as kube-apiserver does with an AdmissionConfiguration `kubeConfigFile`
+    /// whose user `*` has `client-certificate-data` and `client-key-data`. Without it (the
+    /// default) calls present none. Panics on PEM that does not parse, as kube-apiserver would
+    /// refuse to start.
+    pub fn set_webhook_client_identity(&self, cert_pem: &str, key_pem: &str) {
+        self.set_webhook_client_identity_for("*", cert_pem, key_pem);
+    }
+
+    /// Like [`Self::set_webhook_client_identity`], for the kubeconfig user `name`, which kube
+    /// matches against the webhook's `host:port` (a `clientConfig.service` is
+    /// `name.namespace.svc:port`): exactly, then as `*.` suffixes (`*.ns.svc`, `*.svc`), then
+    /// (port 443 only) the same without the port, then `*`.
+    /// (`staging/src/k8s.io/apiserver/pkg/util/webhook/authentication.go`, `clientConfig`.)
+    pub fn set_webhook_client_identity_for(&self, name: &str, cert_pem: &str, key_pem: &str) {
+        let identity = admission::ClientIdentity::new(cert_pem, key_pem)
+            .unwrap_or_else(|e| panic!("set_webhook_client_identity_for({name}): {e}"));
+        lock(&self.core.webhook_identities).insert(name.to_string(), identity);
+    }
+
+    /// Webhook calls present no client certificate again.
+    pub fn clear_webhook_client_identities(&self) {
+        lock(&self.core.webhook_identities).clear();
     }
 
     /// How long the service account controller waits, after a Namespace is created (or a
