@@ -2647,6 +2647,189 @@ async fn webhooks_see_admission_order_and_dry_run() {
     assert!(server.get("secrets", Some("ar"), "dry").is_none());
 }
 
+/// Lists and watches one resource pinned by `metadata.name` (and, when namespaced, by
+/// `metadata.namespace`): the objects `one` and `two` exist in `fs` (and `one` in `fs2`).
+/// `api` lists everywhere, `at` writes where the objects are.
+async fn check_field_selectors<K>(api: Api<K>, at: Api<K>, namespaced: bool, server: &FakeApiServer)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let names = |list: kube::core::ObjectList<K>| -> Vec<(String, String)> {
+        list.items
+            .iter()
+            .map(|o| {
+                (
+                    o.meta().namespace.clone().unwrap_or_default(),
+                    o.meta().name.clone().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let by = |fields: &str| ListParams::default().fields(fields);
+    let one = names(api.list(&by("metadata.name=one")).await.unwrap());
+    if namespaced {
+        assert_eq!(
+            one,
+            [
+                ("fs".to_string(), "one".to_string()),
+                ("fs2".into(), "one".into())
+            ]
+        );
+        let here = names(
+            api.list(&by(
+                "metadata.namespace=fs,metadata.name!=one,metadata.name!=default",
+            ))
+            .await
+            .unwrap(),
+        );
+        assert_eq!(here, [("fs".to_string(), "two".to_string())]);
+    } else {
+        assert_eq!(one, [(String::new(), "one".to_string())]);
+    }
+    // A watch pinned to the name sees only that object's changes.
+    let rv = server.resource_version().to_string();
+    let mut stream = api
+        .watch(&WatchParams::default().fields("metadata.name=one"), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let label = Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}}));
+    at.patch("two", &PatchParams::default(), &label)
+        .await
+        .unwrap();
+    at.patch("one", &PatchParams::default(), &label)
+        .await
+        .unwrap();
+    loop {
+        let event = tokio::time::timeout(DEADLINE, stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match event {
+            WatchEvent::Bookmark(_) => continue,
+            WatchEvent::Modified(o) => {
+                assert_eq!(o.meta().name.as_deref(), Some("one"));
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn field_selectors_pin_name_and_namespace_on_every_resource() {
+    use k8s_openapi::api::core::v1::Event;
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    for ns in ["fs", "fs2"] {
+        make_namespace(&server, ns, &[]).await;
+        default_service_account(&server, ns).await;
+    }
+    for (ns, name) in [("fs", "one"), ("fs", "two"), ("fs2", "one")] {
+        server
+            .create(support::objects::opaque_secret(ns, name, &[]))
+            .await
+            .unwrap();
+        server.create(service_account(ns, name, &[])).await.unwrap();
+        server.create(config_map(ns, name, &[])).await.unwrap();
+        server.create(pod(ns, name, &["nginx"])).await.unwrap();
+        server
+            .create(json!({
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": name, "namespace": ns},
+                "involvedObject": {"kind": "Pod", "namespace": ns, "name": name},
+                "reason": "Tested", "message": "m", "type": "Normal",
+            }))
+            .await
+            .unwrap();
+    }
+    make_namespace(&server, "one", &[]).await;
+    make_namespace(&server, "two", &[]).await;
+    for name in ["one", "two"] {
+        server.register_webhook(webhook_config(name, "https://127.0.0.1:9/x", "", "Ignore"));
+    }
+    check_field_selectors(
+        Api::<Secret>::all(client.clone()),
+        Api::namespaced(client.clone(), "fs"),
+        true,
+        &server,
+    )
+    .await;
+    check_field_selectors(
+        Api::<ServiceAccount>::all(client.clone()),
+        Api::namespaced(client.clone(), "fs"),
+        true,
+        &server,
+    )
+    .await;
+    check_field_selectors(
+        Api::<ConfigMap>::all(client.clone()),
+        Api::namespaced(client.clone(), "fs"),
+        true,
+        &server,
+    )
+    .await;
+    check_field_selectors(
+        Api::<Pod>::all(client.clone()),
+        Api::namespaced(client.clone(), "fs"),
+        true,
+        &server,
+    )
+    .await;
+    check_field_selectors(
+        Api::<Event>::all(client.clone()),
+        Api::namespaced(client.clone(), "fs"),
+        true,
+        &server,
+    )
+    .await;
+    check_field_selectors(
+        Api::<Namespace>::all(client.clone()),
+        Api::all(client.clone()),
+        false,
+        &server,
+    )
+    .await;
+    check_field_selectors(
+        Api::<MutatingWebhookConfiguration>::all(client.clone()),
+        Api::all(client.clone()),
+        false,
+        &server,
+    )
+    .await;
+
+    // The injector's watch: default ServiceAccounts everywhere.
+    let sas: Api<ServiceAccount> = Api::all(client.clone());
+    let defaults = sas
+        .list(&ListParams::default().fields("metadata.name=default"))
+        .await
+        .unwrap();
+    assert!(
+        defaults
+            .items
+            .iter()
+            .all(|sa| sa.metadata.name.as_deref() == Some("default"))
+    );
+    assert_eq!(defaults.items.len(), 4);
+
+    // Unsupported labels, in each conversion function's words.
+    let refused = status(
+        Api::<Namespace>::all(client.clone())
+            .list(&ListParams::default().fields("metadata.namespace=x"))
+            .await,
+    );
+    assert_eq!(
+        (refused.code, refused.message.as_str()),
+        (400, "field label not supported: metadata.namespace")
+    );
+    let refused = status(sas.list(&ListParams::default().fields("spec.x=1")).await);
+    assert_eq!(
+        refused.message,
+        "\"spec.x\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+    );
+}
+
 #[tokio::test]
 async fn terminating_namespace_refusal_carries_its_cause() {
     let server = FakeApiServer::start().await;
