@@ -572,7 +572,8 @@ async fn every_patch_type_behaves_like_kube() {
         .await
         .unwrap();
 
-    // Strategic merge: imagePullSecrets merge by name, new ones at the end, order kept.
+    // Strategic merge: ServiceAccount.imagePullSecrets has no patch strategy (it is
+    // `+listType=atomic`), so the patch's list replaces it, as on a real cluster.
     let smp = Patch::Strategic(json!({"imagePullSecrets": [{"name": "c"}, {"name": "a"}]}));
     let sa = sas
         .patch("robot", &PatchParams::default(), &smp)
@@ -584,7 +585,7 @@ async fn every_patch_type_behaves_like_kube() {
         .into_iter()
         .map(|s| s.name)
         .collect();
-    assert_eq!(names, ["a", "b", "c"]);
+    assert_eq!(names, ["c", "a"]);
     // A plain merge patch replaces the list.
     let merge = Patch::Merge(json!({"imagePullSecrets": [{"name": "z"}]}));
     let sa = sas
@@ -1602,4 +1603,1259 @@ async fn webhooks_trust_the_ca_bundle_stored_at_each_call() {
         .unwrap();
     assert!(!injected(&create("unhooked").await));
     assert_eq!(server.admission_calls().len(), 5);
+}
+
+/// The `name`s of a list of references (`imagePullSecrets`, `secrets`), in order.
+fn names_in(list: &Value) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn json_patch(ops: Value) -> Patch<()> {
+    Patch::Json(serde_json::from_value(ops).unwrap())
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+async fn default_service_account(server: &FakeApiServer, ns: &str) {
+    eventually(&format!("the default ServiceAccount of {ns}"), || async {
+        server.get("serviceaccounts", Some(ns), "default").is_some()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn strategic_merge_replaces_service_account_image_pull_secrets() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "smp", &[]).await;
+    let mut robot = service_account("smp", "robot", &["a", "b"]);
+    robot["secrets"] = json!([{"name": "s1", "namespace": "smp"}]);
+    server.create(robot).await.unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "smp");
+    let patch = |p: Patch<Value>| {
+        let sas = sas.clone();
+        async move {
+            sas.patch("robot", &PatchParams::default(), &p)
+                .await
+                .map(|sa| serde_json::to_value(sa).unwrap())
+        }
+    };
+
+    // The patch the production code once sent to add a reference: on a real cluster it leaves
+    // only the new one, since ServiceAccount.imagePullSecrets is `+listType=atomic` with no
+    // patchStrategy.
+    let sa = patch(Patch::Strategic(
+        json!({"imagePullSecrets": [{"name": "c"}]}),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(names_in(&sa["imagePullSecrets"]), ["c"]);
+    // Directives mean nothing in an atomic list: the list is the patch's, `$patch` an unknown
+    // field the decoder drops.
+    let sa = patch(Patch::Strategic(json!({"imagePullSecrets": [
+        {"name": "c", "$patch": "delete"}, {"name": "d"},
+    ]})))
+    .await
+    .unwrap();
+    assert_eq!(names_in(&sa["imagePullSecrets"]), ["c", "d"]);
+    let stored = server.get("serviceaccounts", Some("smp"), "robot").unwrap();
+    assert!(stored["imagePullSecrets"][0].get("$patch").is_none());
+
+    // ServiceAccount.secrets does merge by name; strategicpatch puts an item it did not have
+    // before the ones it keeps.
+    let sa = patch(Patch::Strategic(
+        json!({"secrets": [{"name": "s2", "namespace": "smp"}]}),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(names_in(&sa["secrets"]), ["s2", "s1"]);
+
+    // What adds a reference and keeps the others: a JSON patch appending to the list as read,
+    // guarded by a `test` of it.
+    let sa = patch(Patch::Json(
+        serde_json::from_value(json!([
+            {"op": "test", "path": "/imagePullSecrets", "value": [{"name": "c"}, {"name": "d"}]},
+            {"op": "add", "path": "/imagePullSecrets/-", "value": {"name": "e"}},
+        ]))
+        .unwrap(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(names_in(&sa["imagePullSecrets"]), ["c", "d", "e"]);
+    // A merge patch replaces every list.
+    let sa = patch(Patch::Merge(json!({"imagePullSecrets": [{"name": "f"}]})))
+        .await
+        .unwrap();
+    assert_eq!(names_in(&sa["imagePullSecrets"]), ["f"]);
+}
+
+#[tokio::test]
+async fn strategic_merge_merges_pod_image_pull_secrets_by_name() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "pm", &[]).await;
+    default_service_account(&server, "pm").await;
+    let mut p = pod("pm", "web", &["nginx"]);
+    p["spec"]["imagePullSecrets"] = json!([{"name": "a"}, {"name": "b"}]);
+    server.create(p).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "pm");
+    // A real apiserver refuses these updates (a Pod's spec is immutable but for images and a
+    // few fields; the fake does not enforce that). What is shown is the merge strategicpatch
+    // computes for every PodSpec: `patchStrategy:"merge" patchMergeKey:"name"`.
+    let patch = |p: Value| {
+        let pods = pods.clone();
+        async move {
+            let pod = pods
+                .patch("web", &PatchParams::default(), &Patch::Strategic(p))
+                .await
+                .unwrap();
+            let names: Vec<String> = pod
+                .spec
+                .unwrap()
+                .image_pull_secrets
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| r.name)
+                .collect();
+            names
+        }
+    };
+    // A name the list did not have goes first (mergeSortedSlice), the others keep their order.
+    assert_eq!(
+        patch(json!({"spec": {"imagePullSecrets": [{"name": "c"}]}})).await,
+        ["c", "a", "b"]
+    );
+    // A name it had changes nothing.
+    assert_eq!(
+        patch(json!({"spec": {"imagePullSecrets": [{"name": "b"}]}})).await,
+        ["c", "a", "b"]
+    );
+    // `$setElementOrder` orders the result.
+    assert_eq!(
+        patch(json!({"spec": {
+            "$setElementOrder/imagePullSecrets": [{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}],
+            "imagePullSecrets": [{"name": "d"}],
+        }}))
+        .await,
+        ["a", "b", "c", "d"]
+    );
+    // `$patch: delete` removes by name; `$patch: replace` makes the list the patch's.
+    assert_eq!(
+        patch(json!({"spec": {"imagePullSecrets": [{"name": "a", "$patch": "delete"}]}})).await,
+        ["b", "c", "d"]
+    );
+    assert_eq!(
+        patch(json!({"spec": {"imagePullSecrets": [{"$patch": "replace"}, {"name": "z"}]}})).await,
+        ["z"]
+    );
+    // Containers merge by name too: the named one keeps its other fields.
+    let pod = pods
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Strategic(
+                json!({"spec": {"containers": [{"name": "c0", "image": "nginx:2"}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let containers = pod.spec.unwrap().containers;
+    assert_eq!(containers.len(), 1);
+    assert_eq!(containers[0].image.as_deref(), Some("nginx:2"));
+}
+
+#[tokio::test]
+async fn strategic_merge_merges_finalizers_as_an_ordered_set() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "fin", &[]).await;
+    let mut cm = config_map("fin", "c", &[]);
+    cm["metadata"]["finalizers"] = json!(["example.com/a"]);
+    server.create(cm).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "fin");
+    let patch = |p: Patch<Value>| {
+        let cms = cms.clone();
+        async move {
+            cms.patch("c", &PatchParams::default(), &p)
+                .await
+                .unwrap()
+                .metadata
+                .finalizers
+                .unwrap_or_default()
+        }
+    };
+    // metadata.finalizers: `patchStrategy:"merge"` on a list of strings, a set union where
+    // new values go first.
+    let smp = |f: Value| Patch::Strategic(json!({"metadata": {"finalizers": f}}));
+    assert_eq!(
+        patch(smp(json!(["example.com/b"]))).await,
+        ["example.com/b", "example.com/a"]
+    );
+    assert_eq!(
+        patch(smp(json!(["example.com/a"]))).await,
+        ["example.com/b", "example.com/a"]
+    );
+    assert_eq!(
+        patch(Patch::Strategic(json!({"metadata": {
+            "$deleteFromPrimitiveList/finalizers": ["example.com/b"],
+        }})))
+        .await,
+        ["example.com/a"]
+    );
+    // A merge patch replaces the list.
+    assert_eq!(
+        patch(Patch::Merge(
+            json!({"metadata": {"finalizers": ["example.com/z"]}})
+        ))
+        .await,
+        ["example.com/z"]
+    );
+}
+
+#[tokio::test]
+async fn every_patch_type_merges_the_maps_the_injector_writes() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "maps", &[]).await;
+    default_service_account(&server, "maps").await;
+    server
+        .create(support::objects::opaque_secret("maps", "s", &[("k1", "1")]))
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "maps");
+    let patch = |p: Patch<Value>| {
+        let secrets = secrets.clone();
+        async move { secrets.patch("s", &PatchParams::default(), &p).await }
+    };
+    let keys = |s: &Secret| -> Vec<String> { s.data.clone().unwrap().into_keys().collect() };
+
+    // Strategic merge and merge patch: maps merge key by key, null removes a key.
+    let s = patch(Patch::Strategic(json!({
+        "data": {"k2": b64("2")},
+        "metadata": {"labels": {"l": "1"}, "annotations": {"example.com/a": "1"}},
+    })))
+    .await
+    .unwrap();
+    assert_eq!(keys(&s), ["k1", "k2"]);
+    assert_eq!(s.metadata.labels.unwrap()["l"], "1");
+    let s = patch(Patch::Merge(json!({
+        "data": {"k1": null, "k3": b64("3")},
+        "metadata": {"labels": {"l": null}},
+    })))
+    .await
+    .unwrap();
+    assert_eq!(keys(&s), ["k2", "k3"]);
+    assert!(s.metadata.labels.unwrap_or_default().is_empty());
+
+    // JSON patch: `/` in a key is `~1`; `add` needs the parent to exist (labels are gone).
+    let s = patch(json_patch_value(json!([
+        {"op": "add", "path": "/metadata/annotations/pull-secret-injector~1source", "value": "x"},
+    ])))
+    .await
+    .unwrap();
+    assert_eq!(
+        s.metadata.annotations.unwrap()["pull-secret-injector/source"],
+        "x"
+    );
+    let rv = server.resource_version();
+    let missing = status(
+        patch(json_patch_value(
+            json!([{"op": "add", "path": "/metadata/labels/x", "value": "y"}]),
+        ))
+        .await,
+    );
+    assert_eq!((missing.code, missing.reason.as_str()), (422, "Invalid"));
+    assert_eq!(server.resource_version(), rv);
+
+    // Apply merges maps key by key too.
+    let applied = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+        "data": {"k4": b64("4")}});
+    let s = secrets
+        .patch("s", &PatchParams::apply("tests"), &Patch::Apply(applied))
+        .await
+        .unwrap();
+    assert_eq!(keys(&s), ["k2", "k3", "k4"]);
+}
+
+fn json_patch_value(ops: Value) -> Patch<Value> {
+    Patch::Json(serde_json::from_value(ops).unwrap())
+}
+
+#[tokio::test]
+async fn apply_respects_list_types() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "ssa", &[]).await;
+    let mut robot = service_account("ssa", "robot", &["a", "b"]);
+    robot["secrets"] = json!([{"name": "s1"}]);
+    robot["metadata"]["labels"] = json!({"one": "1"});
+    server.create(robot).await.unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "ssa");
+    let apply = |body: Value| {
+        let sas = sas.clone();
+        async move {
+            let mut applied = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}});
+            json_patch::merge(&mut applied, &body);
+            serde_json::to_value(
+                sas.patch(
+                    "robot",
+                    &PatchParams::apply("tests"),
+                    &Patch::Apply(applied),
+                )
+                .await
+                .unwrap(),
+            )
+            .unwrap()
+        }
+    };
+    // imagePullSecrets is `+listType=atomic`: replaced.
+    let sa = apply(json!({"imagePullSecrets": [{"name": "c"}]})).await;
+    assert_eq!(names_in(&sa["imagePullSecrets"]), ["c"]);
+    // secrets is `+listType=map` keyed by name: merged, a new item after the live ones (unlike
+    // strategic merge, which puts it first).
+    let sa = apply(json!({"secrets": [{"name": "s2"}]})).await;
+    assert_eq!(names_in(&sa["secrets"]), ["s1", "s2"]);
+    // finalizers is `+listType=set`: a union.
+    apply(json!({"metadata": {"finalizers": ["example.com/x"]}})).await;
+    let sa = apply(json!({"metadata": {"finalizers": ["example.com/y"]}})).await;
+    assert_eq!(
+        sa["metadata"]["finalizers"],
+        json!(["example.com/x", "example.com/y"])
+    );
+    // Labels merge key by key.
+    let sa = apply(json!({"metadata": {"labels": {"two": "2"}}})).await;
+    assert_eq!(sa["metadata"]["labels"], json!({"one": "1", "two": "2"}));
+    // The documented simplification: no managedFields, so what this manager applied before
+    // and now leaves out stays (kube would remove `two`, which only this manager set).
+    let sa = apply(json!({"metadata": {"labels": {"three": "3"}}})).await;
+    assert_eq!(sa["metadata"]["labels"]["two"], "2");
+    // Duplicate keys in an applied associative list are refused.
+    let mut dup =
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "robot"}});
+    dup["secrets"] = json!([{"name": "s3"}, {"name": "s3"}]);
+    let refused = status(
+        sas.patch("robot", &PatchParams::apply("tests"), &Patch::Apply(dup))
+            .await,
+    );
+    assert_eq!(refused.code, 500);
+    assert!(
+        refused.message.contains("duplicate entries for key"),
+        "{}",
+        refused.message
+    );
+}
+
+#[tokio::test]
+async fn json_patch_test_failure_is_422() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "jp", &[]).await;
+    // Its creation would move the resourceVersion this test watches.
+    default_service_account(&server, "jp").await;
+    server
+        .create(service_account("jp", "robot", &["a"]))
+        .await
+        .unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "jp");
+    let rv = server.resource_version();
+    // What patch.go answers for any failed operation: 422 Invalid, the generic message (the
+    // json-patch error itself is dropped) and empty details.
+    for ops in [
+        json!([{"op": "test", "path": "/imagePullSecrets", "value": [{"name": "other"}]},
+               {"op": "add", "path": "/imagePullSecrets/-", "value": {"name": "b"}}]),
+        json!([{"op": "remove", "path": "/metadata/labels/nope"}]),
+        json!([{"op": "replace", "path": "/secrets/0", "value": {"name": "x"}}]),
+    ] {
+        let failed = status(
+            sas.patch("robot", &PatchParams::default(), &json_patch(ops.clone()))
+                .await,
+        );
+        assert_eq!(
+            (failed.code, failed.reason.as_str()),
+            (422, "Invalid"),
+            "{ops}"
+        );
+        assert_eq!(
+            failed.message,
+            "the server rejected our request due to an error in our request"
+        );
+        let details = failed.details.unwrap();
+        assert!(details.name.is_empty() && details.kind.is_empty() && details.causes.is_empty());
+    }
+    assert_eq!(server.resource_version(), rv, "nothing was written");
+
+    // A patched object that is no longer a ServiceAccount is 422 too, naming the field `patch`.
+    let bad = status(
+        sas.patch(
+            "robot",
+            &PatchParams::default(),
+            &json_patch(json!([{"op": "replace", "path": "/imagePullSecrets", "value": "x"}])),
+        )
+        .await,
+    );
+    assert_eq!((bad.code, bad.reason.as_str()), (422, "Invalid"));
+    assert_eq!(bad.details.unwrap().causes[0].field, "patch");
+}
+
+#[tokio::test]
+async fn json_patch_resource_version_is_a_precondition() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "rv", &[]).await;
+    let created = server
+        .create(service_account("rv", "robot", &["a"]))
+        .await
+        .unwrap();
+    let first = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "rv");
+    let append = |rv: &str, name: &str| {
+        json_patch(json!([
+            {"op": "replace", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "add", "path": "/imagePullSecrets/-", "value": {"name": name}},
+        ]))
+    };
+    let sa = sas
+        .patch("robot", &PatchParams::default(), &append(&first, "b"))
+        .await
+        .unwrap();
+    assert_eq!(sa.image_pull_secrets.unwrap().len(), 2);
+    // The resourceVersion the patch sets is the update's precondition: stale is 409.
+    let stale = status(
+        sas.patch("robot", &PatchParams::default(), &append(&first, "c"))
+            .await,
+    );
+    assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        stale.message,
+        "Operation cannot be fulfilled on serviceaccounts \"robot\": the object has been modified; please apply your changes to the latest version and try again"
+    );
+    // A `test` of the version is a failed operation instead: 422.
+    let tested = status(
+        sas.patch(
+            "robot",
+            &PatchParams::default(),
+            &json_patch(
+                json!([{"op": "test", "path": "/metadata/resourceVersion", "value": first}]),
+            ),
+        )
+        .await,
+    );
+    assert_eq!(tested.code, 422);
+    // Without one (removed), the update is unconditional.
+    let sa = sas
+        .patch(
+            "robot",
+            &PatchParams::default(),
+            &json_patch(json!([
+                {"op": "remove", "path": "/metadata/resourceVersion"},
+                {"op": "add", "path": "/imagePullSecrets/-", "value": {"name": "d"}},
+            ])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sa.image_pull_secrets.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn delete_preconditions_conflict_like_kube() {
+    use kube::api::Preconditions;
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "del", &[]).await;
+    let cm = server.create(config_map("del", "c", &[])).await.unwrap();
+    let rv = cm["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let uid = cm["metadata"]["uid"].as_str().unwrap().to_string();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "del");
+    let with = |resource_version: Option<&str>, uid: Option<&str>| DeleteParams {
+        preconditions: Some(Preconditions {
+            resource_version: resource_version.map(String::from),
+            uid: uid.map(String::from),
+        }),
+        ..DeleteParams::default()
+    };
+    let stale = status(cms.delete("c", &with(Some("1"), None)).await);
+    assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        stale.message,
+        format!(
+            "Operation cannot be fulfilled on ConfigMap \"c\": the ResourceVersion in the precondition (1) does not match the ResourceVersion in record ({rv}). The object might have been modified"
+        )
+    );
+    let other = status(cms.delete("c", &with(Some("1"), Some("not-it"))).await);
+    assert_eq!(
+        other.message,
+        format!(
+            "Operation cannot be fulfilled on ConfigMap \"c\": the UID in the precondition (not-it) does not match the UID in record ({uid}). The object might have been deleted and then recreated"
+        )
+    );
+    cms.delete("c", &with(Some(&rv), Some(&uid))).await.unwrap();
+
+    // Namespaces have their own wording.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = namespaces.get("del").await.unwrap();
+    let refused = status(namespaces.delete("del", &with(Some("1"), None)).await);
+    assert_eq!(
+        refused.message,
+        format!(
+            "Operation cannot be fulfilled on namespaces \"del\": Precondition failed: ResourceVersion in precondition: 1, ResourceVersion in object meta: {}",
+            ns.metadata.resource_version.unwrap()
+        )
+    );
+}
+
+#[tokio::test]
+async fn immutable_secret_data_cannot_change() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "im", &[]).await;
+    let mut frozen = support::objects::opaque_secret("im", "frozen", &[("k", "v")]);
+    frozen["immutable"] = json!(true);
+    server.create(frozen).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "im");
+    let patch = |p: Value| {
+        let secrets = secrets.clone();
+        async move {
+            secrets
+                .patch("frozen", &PatchParams::default(), &Patch::Merge(p))
+                .await
+        }
+    };
+    const WHEN_SET: &str = "Forbidden: field is immutable when `immutable` is set";
+    let changed = status(patch(json!({"data": {"k": b64("other")}})).await);
+    assert_eq!((changed.code, changed.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        changed.message,
+        format!("Secret \"frozen\" is invalid: data: {WHEN_SET}")
+    );
+    let cause = &changed.details.unwrap().causes[0];
+    assert_eq!(
+        (cause.reason.as_str(), cause.field.as_str()),
+        ("FieldValueForbidden", "data")
+    );
+    // stringData is data by the time validation runs.
+    let string_data = status(patch(json!({"stringData": {"new": "x"}})).await);
+    assert_eq!(
+        string_data.message,
+        format!("Secret \"frozen\" is invalid: data: {WHEN_SET}")
+    );
+    let thawed = status(patch(json!({"immutable": false})).await);
+    assert_eq!(
+        thawed.message,
+        format!("Secret \"frozen\" is invalid: immutable: {WHEN_SET}")
+    );
+    let both = status(patch(json!({"immutable": null, "data": null})).await);
+    assert_eq!(
+        both.message,
+        format!("Secret \"frozen\" is invalid: [immutable: {WHEN_SET}, data: {WHEN_SET}]")
+    );
+    // type never changes, immutable or not.
+    let retyped = status(patch(json!({"type": "example.com/other"})).await);
+    assert_eq!(
+        retyped.message,
+        "Secret \"frozen\" is invalid: type: Invalid value: \"example.com/other\": field is immutable"
+    );
+    // Metadata still changes, and the Secret can be deleted.
+    let labelled = patch(json!({"metadata": {"labels": {"a": "1"}}}))
+        .await
+        .unwrap();
+    assert_eq!(labelled.metadata.labels.unwrap()["a"], "1");
+    secrets
+        .delete("frozen", &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn immutable_config_map_data_cannot_change() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "imc", &[]).await;
+    let mut frozen = config_map("imc", "frozen", &[("k", "v")]);
+    frozen["immutable"] = json!(true);
+    frozen["binaryData"] = json!({"b": b64("bytes")});
+    server.create(frozen).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "imc");
+    let patch = |p: Value| {
+        let cms = cms.clone();
+        async move {
+            cms.patch("frozen", &PatchParams::default(), &Patch::Merge(p))
+                .await
+        }
+    };
+    const WHEN_SET: &str = "Forbidden: field is immutable when `immutable` is set";
+    let changed = status(patch(json!({"data": {"k": "w"}, "binaryData": {"b": b64("x")}})).await);
+    assert_eq!(
+        changed.message,
+        format!("ConfigMap \"frozen\" is invalid: [data: {WHEN_SET}, binaryData: {WHEN_SET}]")
+    );
+    let thawed = status(patch(json!({"immutable": false})).await);
+    assert_eq!(
+        thawed.message,
+        format!("ConfigMap \"frozen\" is invalid: immutable: {WHEN_SET}")
+    );
+    patch(json!({"metadata": {"annotations": {"a": "1"}}}))
+        .await
+        .unwrap();
+    // A mutable one may become immutable.
+    server
+        .create(config_map("imc", "thawed", &[]))
+        .await
+        .unwrap();
+    cms.patch(
+        "thawed",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"immutable": true, "data": {"k": "v"}})),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn string_data_is_merged_into_data() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "sd", &[]).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "sd");
+    let seen = collect(watcher(secrets.clone(), watcher::Config::default()).default_backoff());
+    eventually("the initial list", || async { saw(&seen, "initdone") }).await;
+    let decoded = |s: &Secret| -> BTreeMap<String, String> {
+        s.data
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
+            .collect()
+    };
+    let mut s = support::objects::opaque_secret("sd", "s", &[("a", "1"), ("b", "old")]);
+    s["stringData"] = json!({"b": "new", "c": "3"});
+    let created = secrets
+        .create(&PostParams::default(), &typed(s))
+        .await
+        .unwrap();
+    let want: BTreeMap<String, String> = [("a", "1"), ("b", "new"), ("c", "3")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(decoded(&created), want);
+    assert!(created.string_data.is_none());
+    let stored = server.get("secrets", Some("sd"), "s").unwrap();
+    assert!(stored.get("stringData").is_none());
+
+    // Patches fold it in the same way, overwriting keys of data.
+    let patched = secrets
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"a": "x", "d": "4"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(decoded(&patched)["a"], "x");
+    assert_eq!(decoded(&patched)["d"], "4");
+    assert!(patched.string_data.is_none());
+    // A PUT replaces data whole: what it holds is its data and stringData.
+    let mut replaced = patched.clone();
+    replaced.data = None;
+    replaced.string_data = Some([("only".to_string(), "1".to_string())].into());
+    let replaced = secrets
+        .replace("s", &PostParams::default(), &replaced)
+        .await
+        .unwrap();
+    assert_eq!(decoded(&replaced).into_keys().collect::<Vec<_>>(), ["only"]);
+    let listed = secrets.list(&ListParams::default()).await.unwrap();
+    assert!(listed.items.iter().all(|s| s.string_data.is_none()));
+    eventually("the watch to see the update", || async {
+        saw(&seen, "apply s")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn default_service_account_can_be_delayed_and_held() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    let sas: Api<ServiceAccount> = Api::all(client.clone());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns_seen =
+        collect(watcher(namespaces.clone(), watcher::Config::default()).default_backoff());
+    eventually("the initial list", || async { saw(&ns_seen, "initdone") }).await;
+
+    // Held: the Namespace is there and watched, its default ServiceAccount is not.
+    server.hold_default_service_accounts(true);
+    make_namespace(&server, "held", &[]).await;
+    eventually("the held creation", || async {
+        server.held_default_service_accounts() == ["held"]
+    })
+    .await;
+    eventually("the namespace in the watch", || async {
+        saw(&ns_seen, "apply held")
+    })
+    .await;
+    let absent = status(
+        Api::<ServiceAccount>::namespaced(client.clone(), "held")
+            .get("default")
+            .await,
+    );
+    assert_eq!(absent.code, 404);
+    // A webhook on serviceaccounts is registered meanwhile: the creation goes through it.
+    let (url, ca) =
+        webhook(json!([{"op": "add", "path": "/metadata/labels", "value": {"injected": "yes"}}]))
+            .await;
+    server.register_webhook(webhook_config("injector", &url, &ca, "Fail"));
+    server.release_default_service_account("held");
+    default_service_account(&server, "held").await;
+    assert!(server.held_default_service_accounts().is_empty());
+    let sa = server
+        .get("serviceaccounts", Some("held"), "default")
+        .unwrap();
+    assert_eq!(sa["metadata"]["labels"]["injected"], "yes");
+    assert!(
+        server
+            .admission_calls()
+            .iter()
+            .any(|c| c.kind == "ServiceAccount" && c.namespace == "held" && c.patched)
+    );
+    server.unregister_webhook("injector");
+
+    // Released before it comes due: it does not wait.
+    server.release_default_service_account("early");
+    make_namespace(&server, "early", &[]).await;
+    default_service_account(&server, "early").await;
+    // Holding ends: every held creation goes.
+    make_namespace(&server, "a", &[]).await;
+    make_namespace(&server, "b", &[]).await;
+    eventually("two held creations", || async {
+        server.held_default_service_accounts() == ["a", "b"]
+    })
+    .await;
+    server.hold_default_service_accounts(false);
+    default_service_account(&server, "a").await;
+    default_service_account(&server, "b").await;
+
+    // Delayed: it comes no sooner than the delay (a lower bound, whatever the machine's load).
+    server.set_default_service_account_delay(Duration::from_millis(300));
+    let start = Instant::now();
+    make_namespace(&server, "late", &[]).await;
+    default_service_account(&server, "late").await;
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    server.set_default_service_account_delay(Duration::ZERO);
+
+    // Deleted, it comes back: the controller re-syncs the namespace of a deleted account.
+    let before = server.get("serviceaccounts", Some("a"), "default").unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), "a")
+        .delete("default", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the default ServiceAccount again", || async {
+        server
+            .get("serviceaccounts", Some("a"), "default")
+            .is_some_and(|sa| sa["metadata"]["uid"] != before["metadata"]["uid"])
+    })
+    .await;
+    // Created by the controller, as a watch sees it.
+    let listed = sas
+        .list(&ListParams::default().fields("metadata.name=default"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 5);
+}
+
+#[tokio::test]
+async fn default_service_account_creation_is_retried() {
+    let server = FakeApiServer::start().await;
+    let (url, ca) =
+        webhook(json!([{"op": "add", "path": "/metadata/labels", "value": {"injected": "yes"}}]))
+            .await;
+    // The webhook is down and fails closed: the controller's create fails...
+    server.register_webhook(webhook_config(
+        "injector",
+        "https://127.0.0.1:9/mutate",
+        &ca,
+        "Fail",
+    ));
+    make_namespace(&server, "retry", &[]).await;
+    eventually("a failed creation", || async {
+        server
+            .admission_calls()
+            .iter()
+            .any(|c| c.kind == "ServiceAccount" && c.error.is_some())
+    })
+    .await;
+    assert!(
+        server
+            .get("serviceaccounts", Some("retry"), "default")
+            .is_none()
+    );
+    // ...and is retried with backoff until the webhook answers.
+    server.register_webhook(webhook_config("injector", &url, &ca, "Fail"));
+    default_service_account(&server, "retry").await;
+    let sa = server
+        .get("serviceaccounts", Some("retry"), "default")
+        .unwrap();
+    assert_eq!(sa["metadata"]["labels"]["injected"], "yes");
+}
+
+/// What a recording webhook saw of one call: the client certificate presented (DER), and the
+/// AdmissionReview request.
+#[derive(Clone, Debug)]
+struct Seen {
+    client_cert: Option<Vec<u8>>,
+    request: Value,
+}
+
+/// An HTTPS webhook that allows everything unchanged and records each call. It asks for a
+/// client certificate signed by `client_ca` (DER) and accepts calls without one.
+async fn recording_webhook(client_ca: Option<Vec<u8>>) -> (String, String, Arc<Mutex<Vec<Seen>>>) {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use rustls_pki_types::pem::PemObject;
+    let g = pull_secret_injector::certs::generate(&["127.0.0.1".to_string()], 1).unwrap();
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(g.cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(g.key_pem.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let config = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(rustls_pki_types::CertificateDer::from(ca))
+                .unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .unwrap();
+            builder
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(certs, key)
+                .unwrap()
+        }
+        None => builder
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}/mutate",
+        listener.local_addr().unwrap().port()
+    );
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let sink = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let client_cert = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.to_vec());
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let sink = sink.clone();
+                        let client_cert = client_cert.clone();
+                        async move {
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let review: Value = serde_json::from_slice(&body).unwrap();
+                            let request = review["request"].clone();
+                            let response = json!({
+                                "apiVersion": "admission.k8s.io/v1",
+                                "kind": "AdmissionReview",
+                                "response": {"uid": request["uid"], "allowed": true},
+                            });
+                            sink.lock().unwrap().push(Seen {
+                                client_cert,
+                                request,
+                            });
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from(response.to_string()),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (url, g.ca_pem, seen)
+}
+
+/// A CA and a client certificate it signed (PEM), and the CA's DER, for webhook client auth.
+fn client_identity(common_name: &str) -> (Vec<u8>, String, String, Vec<u8>) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair,
+    };
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name = DistinguishedName::new();
+    ca.distinguished_name
+        .push(DnType::CommonName, "webhook client CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::default();
+    leaf.distinguished_name = DistinguishedName::new();
+    leaf.distinguished_name
+        .push(DnType::CommonName, common_name);
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    (
+        ca_cert.der().to_vec(),
+        leaf_cert.pem(),
+        leaf_key.serialize_pem(),
+        leaf_cert.der().to_vec(),
+    )
+}
+
+#[tokio::test]
+async fn webhooks_get_the_configured_client_certificate() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "mtls", &[]).await;
+    default_service_account(&server, "mtls").await;
+    let (ca_der, cert_pem, key_pem, cert_der) = client_identity("kube-apiserver-webhook-client");
+    let (url, ca, seen) = recording_webhook(Some(ca_der)).await;
+    let port = url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    server.register_webhook(webhook_config("mtls", &url, &ca, "Fail"));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "mtls");
+    let presented = |name: &'static str| {
+        let pods = pods.clone();
+        let seen = seen.clone();
+        async move {
+            pods.create(
+                &PostParams::default(),
+                &typed(pod("mtls", name, &["nginx"])),
+            )
+            .await
+            .unwrap();
+            seen.lock().unwrap().last().unwrap().client_cert.clone()
+        }
+    };
+    // None configured: none presented.
+    assert_eq!(presented("plain").await, None);
+    // The `*` user of the kubeconfig: every webhook gets it.
+    server.set_webhook_client_identity(&cert_pem, &key_pem);
+    assert_eq!(
+        presented("star").await.as_deref(),
+        Some(cert_der.as_slice())
+    );
+    // By host:port: a name for another host does not apply, the webhook's own does.
+    server.clear_webhook_client_identities();
+    server.set_webhook_client_identity_for("webhook.example.com:443", &cert_pem, &key_pem);
+    assert_eq!(presented("elsewhere").await, None);
+    server.set_webhook_client_identity_for(&format!("127.0.0.1:{port}"), &cert_pem, &key_pem);
+    assert_eq!(
+        presented("exact").await.as_deref(),
+        Some(cert_der.as_slice())
+    );
+    server.clear_webhook_client_identities();
+    assert_eq!(presented("cleared").await, None);
+}
+
+#[tokio::test]
+async fn webhooks_see_admission_order_and_dry_run() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "ar", &[]).await;
+    default_service_account(&server, "ar").await;
+    server
+        .create(service_account("ar", "builder", &["regcred"]))
+        .await
+        .unwrap();
+    let (url, ca, seen) = recording_webhook(None).await;
+    let mut config = webhook_config("recorder", &url, &ca, "Fail");
+    config.webhooks.as_mut().unwrap()[0].rules.as_mut().unwrap()[0].resources =
+        Some(vec!["pods".into(), "secrets".into()]);
+    server.register_webhook(config);
+    let last = || seen.lock().unwrap().last().unwrap().request.clone();
+
+    // ServiceAccount admission runs before the webhooks: they see the account and the pull
+    // secrets it gave the pod.
+    let mut p: Pod = typed(pod("ar", "built", &["nginx"]));
+    p.spec.as_mut().unwrap().service_account_name = Some("builder".into());
+    Api::<Pod>::namespaced(client.clone(), "ar")
+        .create(&PostParams::default(), &p)
+        .await
+        .unwrap();
+    let request = last();
+    assert_eq!(request["operation"], "CREATE");
+    assert_eq!(request["namespace"], "ar");
+    assert_eq!(request["name"], "built");
+    assert_eq!(request["userInfo"]["username"], "admin");
+    assert_eq!(request["dryRun"], false);
+    assert_eq!(request["object"]["spec"]["serviceAccountName"], "builder");
+    assert_eq!(
+        names_in(&request["object"]["spec"]["imagePullSecrets"]),
+        ["regcred"]
+    );
+
+    // A dry run reaches webhooks (sideEffects None) flagged as such, and stores nothing.
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let mut s = support::objects::opaque_secret("ar", "dry", &[("k", "v")]);
+    s["stringData"] = json!({"s": "x"});
+    Api::<Secret>::namespaced(client.clone(), "ar")
+        .create(&dry, &typed(s))
+        .await
+        .unwrap();
+    let request = last();
+    assert_eq!(request["dryRun"], true);
+    assert_eq!(request["options"]["dryRun"], json!(["All"]));
+    // stringData was folded into data before admission.
+    assert!(request["object"].get("stringData").is_none());
+    assert_eq!(request["object"]["data"]["s"], b64("x"));
+    assert!(server.get("secrets", Some("ar"), "dry").is_none());
+}
+
+/// Lists and watches one resource pinned by `metadata.name` (and, when namespaced, by
+/// `metadata.namespace`): the objects `one` and `two` exist in `fs` (and `one` in `fs2`).
+/// `api` lists everywhere, `at` writes where the objects are.
+async fn check_field_selectors<K>(api: Api<K>, at: Api<K>, namespaced: bool, server: &FakeApiServer)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let names = |list: kube::core::ObjectList<K>| -> Vec<(String, String)> {
+        list.items
+            .iter()
+            .map(|o| {
+                (
+                    o.meta().namespace.clone().unwrap_or_default(),
+                    o.meta().name.clone().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let by = |fields: &str| ListParams::default().fields(fields);
+    let one = names(api.list(&by("metadata.name=one")).await.unwrap());
+    if namespaced {
+        assert_eq!(
+            one,
+            [
+                ("fs".to_string(), "one".to_string()),
+                ("fs2".into(), "one".into())
+            ]
+        );
+        let here = names(
+            api.list(&by(
+                "metadata.namespace=fs,metadata.name!=one,metadata.name!=default",
+            ))
+            .await
+            .unwrap(),
+        );
+        assert_eq!(here, [("fs".to_string(), "two".to_string())]);
+    } else {
+        assert_eq!(one, [(String::new(), "one".to_string())]);
+    }
+    // A watch pinned to the name sees only that object's changes.
+    let rv = server.resource_version().to_string();
+    let mut stream = api
+        .watch(&WatchParams::default().fields("metadata.name=one"), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let label = Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}}));
+    at.patch("two", &PatchParams::default(), &label)
+        .await
+        .unwrap();
+    at.patch("one", &PatchParams::default(), &label)
+        .await
+        .unwrap();
+    loop {
+        let event = tokio::time::timeout(DEADLINE, stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match event {
+            WatchEvent::Bookmark(_) => continue,
+            WatchEvent::Modified(o) => {
+                assert_eq!(o.meta().name.as_deref(), Some("one"));
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn field_selectors_pin_name_and_namespace_on_every_resource() {
+    use k8s_openapi::api::core::v1::Event;
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    for ns in ["fs", "fs2"] {
+        make_namespace(&server, ns, &[]).await;
+        default_service_account(&server, ns).await;
+    }
+    for (ns, name) in [("fs", "one"), ("fs", "two"), ("fs2", "one")] {
+        server
+            .create(support::objects::opaque_secret(ns, name, &[]))
+            .await
+            .unwrap();
+        server.create(service_account(ns, name, &[])).await.unwrap();
+        server.create(config_map(ns, name, &[])).await.unwrap();
+        server.create(pod(ns, name, &["nginx"])).await.unwrap();
+        server
+            .create(json!({
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": name, "namespace": ns},
+                "involvedObject": {"kind": "Pod", "namespace": ns, "name": name},
+                "reason": "Tested", "message": "m", "type": "Normal",
+            }))
+            .await
+            .unwrap();
+    }
+    make_namespace(&server, "one", &[]).await;
+    make_namespace(&server, "two", &[]).await;
+    for name in ["one", "two"] {
+        server.register_webhook(webhook_config(name, "https://127.0.0.1:9/x", "", "Ignore"));
+    }
+    check_field_selectors(
+        Api::<Secret>::all(client.clone()),
+        Api::namespaced(client.clone(), "fs"),
+        true,
+        &server,
+    )
+    .await;
+    check_field_selectors(
+        Api::<ServiceAccount>::all(client.clone()),
+        Api::namespaced(client.clone(), "fs"),
+        true,
+        &server,
+    )
+    .await;
+    check_field_selectors(
+        Api::<ConfigMap>::all(client.clone()),
+        Api::namespaced(client.clone(), "fs"),
+        true,
+        &server,
+    )
+    .await;
+    check_field_selectors(
+        Api::<Pod>::all(client.clone()),
+        Api::namespaced(client.clone(), "fs"),
+        true,
+        &server,
+    )
+    .await;
+    check_field_selectors(
+        Api::<Event>::all(client.clone()),
+        Api::namespaced(client.clone(), "fs"),
+        true,
+        &server,
+    )
+    .await;
+    check_field_selectors(
+        Api::<Namespace>::all(client.clone()),
+        Api::all(client.clone()),
+        false,
+        &server,
+    )
+    .await;
+    check_field_selectors(
+        Api::<MutatingWebhookConfiguration>::all(client.clone()),
+        Api::all(client.clone()),
+        false,
+        &server,
+    )
+    .await;
+
+    // The injector's watch: default ServiceAccounts everywhere.
+    let sas: Api<ServiceAccount> = Api::all(client.clone());
+    let defaults = sas
+        .list(&ListParams::default().fields("metadata.name=default"))
+        .await
+        .unwrap();
+    assert!(
+        defaults
+            .items
+            .iter()
+            .all(|sa| sa.metadata.name.as_deref() == Some("default"))
+    );
+    assert_eq!(defaults.items.len(), 4);
+
+    // Unsupported labels, in each conversion function's words.
+    let refused = status(
+        Api::<Namespace>::all(client.clone())
+            .list(&ListParams::default().fields("metadata.namespace=x"))
+            .await,
+    );
+    assert_eq!(
+        (refused.code, refused.message.as_str()),
+        (400, "field label not supported: metadata.namespace")
+    );
+    let refused = status(sas.list(&ListParams::default().fields("spec.x=1")).await);
+    assert_eq!(
+        refused.message,
+        "\"spec.x\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+    );
+}
+
+#[tokio::test]
+async fn terminating_namespace_refusal_carries_its_cause() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "gone", &[]).await;
+    Api::<Namespace>::all(client.clone())
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    let refused = status(
+        Api::<ConfigMap>::namespaced(client.clone(), "gone")
+            .create(&PostParams::default(), &typed(config_map("gone", "c", &[])))
+            .await,
+    );
+    assert_eq!((refused.code, refused.reason.as_str()), (403, "Forbidden"));
+    let cause = &refused.details.unwrap().causes[0];
+    assert_eq!(
+        (
+            cause.reason.as_str(),
+            cause.field.as_str(),
+            cause.message.as_str()
+        ),
+        (
+            "NamespaceTerminating",
+            "metadata.namespace",
+            "namespace gone is being terminated"
+        )
+    );
 }

@@ -74,6 +74,48 @@ pub(crate) fn service_account(
     Ok(())
 }
 
+/// A client certificate and key for webhook calls, checked when set.
+#[derive(Clone)]
+pub(crate) struct ClientIdentity {
+    pem: Vec<u8>,
+}
+
+impl ClientIdentity {
+    pub fn new(cert_pem: &str, key_pem: &str) -> Result<Self, String> {
+        let pem = format!("{cert_pem}\n{key_pem}\n").into_bytes();
+        reqwest::Identity::from_pem(&pem).map_err(|e| chain(&e))?;
+        Ok(ClientIdentity { pem })
+    }
+
+    fn identity(&self) -> Result<reqwest::Identity, String> {
+        reqwest::Identity::from_pem(&self.pem).map_err(|e| chain(&e))
+    }
+}
+
+/// The identity kube-apiserver's `defaultAuthenticationInfoResolver.clientConfig` picks for
+/// `target` (`host:port`): the exact name, then `*.`-prefixed suffixes, then for port 443 the
+/// same without the port, then `*`. (Its last resorts, the in-cluster config for
+/// `kubernetes.default.svc:443` and the kubeconfig's current context, have no counterpart.)
+fn identity_for<'a>(
+    identities: &'a HashMap<String, ClientIdentity>,
+    target: &str,
+) -> Option<&'a ClientIdentity> {
+    let exact_or_star = |name: &str| {
+        identities.get(name).or_else(|| {
+            let steps: Vec<&str> = name.split('.').collect();
+            (1..steps.len()).find_map(|i| identities.get(&format!("*.{}", steps[i..].join("."))))
+        })
+    };
+    exact_or_star(target)
+        .or_else(|| {
+            target
+                .rsplit_once(':')
+                .filter(|(_, port)| *port == "443")
+                .and_then(|(host, _)| exact_or_star(host))
+        })
+        .or_else(|| identities.get("*"))
+}
+
 fn rules_match(hook: &MutatingWebhook, info: &ResourceInfo) -> bool {
     let has = |list: &Option<Vec<String>>, wanted: &str| {
         list.iter().flatten().any(|v| v == "*" || v == wanted)
@@ -187,7 +229,8 @@ async fn call_one(
         return Err(failure);
     }
     let routes = lock(&core.services).clone();
-    match invoke(ctx, info, namespace, hook, obj, &routes).await {
+    let identities = lock(&core.webhook_identities).clone();
+    match invoke(ctx, info, namespace, hook, obj, &routes, &identities).await {
         Ok(Outcome::Allowed { patched, warnings }) => {
             ctx.warnings.extend(warnings.iter().cloned());
             call.warnings = warnings;
@@ -248,6 +291,7 @@ async fn invoke(
     hook: &MutatingWebhook,
     obj: &Value,
     routes: &HashMap<(String, String), SocketAddr>,
+    identities: &HashMap<String, ClientIdentity>,
 ) -> Result<Outcome, String> {
     if !hook.admission_review_versions.iter().any(|v| v == "v1") {
         return Err("webhook does not accept known AdmissionReview versions".into());
@@ -256,8 +300,19 @@ async fn invoke(
     // `service.namespace.svc` (which the certificate must hold), at an address standing for the
     // Service's endpoints (`FakeApiServer::route_service`).
     let mut resolved: Option<(String, SocketAddr)> = None;
+    // The `host:port` kube looks the client identity up by (`webhook.ClientManager.HookClient`).
+    let target;
     let base = match (&hook.client_config.url, &hook.client_config.service) {
-        (Some(url), _) => url.clone(),
+        (Some(url), _) => {
+            let parsed =
+                reqwest::Url::parse(url).map_err(|e| format!("Unparsable URL: {}", chain(&e)))?;
+            let host = parsed.host_str().unwrap_or("");
+            target = match parsed.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => format!("{host}:443"),
+            };
+            url.clone()
+        }
         (None, Some(service)) => {
             let host = format!("{}.{}.svc", service.name, service.namespace);
             let addr = routes
@@ -270,6 +325,7 @@ async fn invoke(
                     )
                 })?;
             let port = service.port.unwrap_or(443);
+            target = format!("{host}:{port}");
             let path = service.path.clone().unwrap_or_default();
             resolved = Some((host.clone(), addr));
             format!("https://{host}:{port}{path}")
@@ -297,6 +353,13 @@ async fn invoke(
     }
     if let Some((host, addr)) = &resolved {
         builder = builder.resolve(host, *addr);
+    }
+    if let Some(identity) = identity_for(identities, &target) {
+        builder = builder.identity(
+            identity
+                .identity()
+                .map_err(|e| format!("failed to call webhook: client certificate: {e}"))?,
+        );
     }
     let client = builder
         .build()

@@ -5,14 +5,13 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use super::admission;
 use super::meta::{
     ResourceInfo, by_resource, meta_mut, meta_str, name_suffix, new_uid, now, partial,
 };
-use super::patch::{PatchKind, apply_patch, parse_apply};
+use super::patch::{PatchKind, apply_patch, check_applied, parse_apply};
 use super::rbac::UserInfo;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{Failure, FieldError};
@@ -50,6 +49,9 @@ fn ns_key(info: &ResourceInfo, namespace: Option<&str>) -> String {
     }
 }
 
+/// `v1.NamespaceTerminatingCause`.
+pub(crate) const TERMINATING_CAUSE: &str = "NamespaceTerminating";
+
 /// The NamespaceLifecycle admission plugin.
 fn namespace_lifecycle(
     store: &Store,
@@ -68,13 +70,27 @@ fn namespace_lifecycle(
         .and_then(|m| m.get("deletionTimestamp"))
         .is_some()
     {
-        return Err(Failure::forbidden(
+        // NamespaceLifecycle (`pkg/admission/plugin/namespace/lifecycle/admission.go`) adds
+        // the NamespaceTerminating cause, by which the service account controller, for one,
+        // tells this refusal from others.
+        let mut failure = Failure::forbidden(
             info.resource,
             display_name,
             &format!(
                 "unable to create new content in namespace {namespace} because it is being terminated"
             ),
-        ));
+        );
+        if let Some(Value::Object(details)) = failure.details.as_mut() {
+            details.insert(
+                "causes".into(),
+                json!([{
+                    "reason": TERMINATING_CAUSE,
+                    "message": format!("namespace {namespace} is being terminated"),
+                    "field": "metadata.namespace",
+                }]),
+            );
+        }
+        return Err(failure);
     }
     Ok(())
 }
@@ -134,6 +150,8 @@ pub(crate) async fn create(
         let name = format!("{}{}", meta_str(&obj, "generateName"), name_suffix());
         meta_mut(&mut obj).insert("name".into(), json!(name));
     }
+    // What the webhooks' patches left empty is gone once the object is encoded.
+    super::schema::omit_empty(info.kind, &mut obj);
     validate(info, &obj)?;
     prepare_for_create(info, &mut obj);
     let meta = meta_mut(&mut obj);
@@ -154,30 +172,9 @@ pub(crate) async fn create(
         store.put(key(info.resource, &namespace, &name), obj)
     };
     if info.kind == "Namespace" {
-        tokio::spawn(create_default_service_account(core.clone(), name));
+        super::controllers::ensure_default_service_account(core, name);
     }
     Ok(stored)
-}
-
-/// The service account controller's work for a new namespace, moments after it appears.
-/// The explicit boxed type breaks the create → spawn → create type cycle.
-fn create_default_service_account(core: Arc<Core>, namespace: String) -> BoxFuture<'static, ()> {
-    Box::pin(async move {
-        let user = UserInfo::new(
-            "system:serviceaccount:kube-system:service-account-controller",
-            &[
-                "system:serviceaccounts",
-                "system:serviceaccounts:kube-system",
-                "system:authenticated",
-            ],
-        );
-        let mut ctx = Ctx::new(user, false);
-        let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": namespace}});
-        if let Some(info) = by_resource("serviceaccounts") {
-            // AlreadyExists (a test made it first) and a namespace already gone are both fine.
-            let _ = create(&core, &mut ctx, info, Some(&namespace), sa).await;
-        }
-    })
 }
 
 /// The update path shared by PUT and PATCH; runs under the store lock so that the
@@ -310,6 +307,7 @@ pub(crate) async fn patch(
             ));
         }
         let applied = parse_apply(body)?;
+        check_applied(&applied, &info.api_version())?;
         let exists = lock(&core.store).get(info.resource, &ns, name).is_some();
         if !exists {
             // Apply creates what is missing, through the whole create path.
@@ -333,7 +331,7 @@ pub(crate) async fn patch(
 }
 
 pub(crate) fn delete(
-    core: &Core,
+    core: &Arc<Core>,
     ctx: &Ctx,
     info: &ResourceInfo,
     namespace: Option<&str>,
@@ -346,22 +344,44 @@ pub(crate) fn delete(
         return Err(Failure::not_found(&info.qualified_resource(), name));
     };
     let preconditions = options.and_then(|o| o.get("preconditions"));
-    for (field, label) in [("resourceVersion", "ResourceVersion"), ("uid", "UID")] {
-        if let Some(wanted) = preconditions
+    let wanted = |field: &str| {
+        preconditions
             .and_then(|p| p.get(field))
             .and_then(Value::as_str)
-        {
-            let actual = meta_str(&current, field);
-            if wanted != actual {
-                return Err(Failure::conflict(
-                    &info.qualified_resource(),
-                    name,
-                    &format!(
-                        "Precondition failed: {label} in precondition: {wanted}, {label} in object meta: {actual}"
-                    ),
-                ));
-            }
+            .map(String::from)
+    };
+    // UID first, then resourceVersion, in both places kube checks them.
+    for (field, label, what) in [
+        ("uid", "UID", "deleted and then recreated"),
+        ("resourceVersion", "ResourceVersion", "modified"),
+    ] {
+        let Some(wanted) = wanted(field) else {
+            continue;
+        };
+        let actual = meta_str(&current, field);
+        if wanted == actual {
+            continue;
         }
+        return Err(if info.kind == "Namespace" {
+            // The namespace registry's own Delete (pkg/registry/core/namespace/storage).
+            Failure::conflict(
+                "namespaces",
+                name,
+                &format!(
+                    "Precondition failed: {label} in precondition: {wanted}, {label} in object meta: {actual}"
+                ),
+            )
+        } else {
+            // `rest.BeforeDelete` (staging/src/k8s.io/apiserver/pkg/registry/rest/delete.go)
+            // names the resource by its kind.
+            Failure::conflict(
+                &info.qualified_kind(),
+                name,
+                &format!(
+                    "the {label} in the precondition ({wanted}) does not match the {label} in record ({actual}). The object might have been {what}"
+                ),
+            )
+        });
     }
     if info.kind == "Namespace" {
         // Namespaces finalise: they stay, Terminating, until their content is gone.
@@ -387,9 +407,15 @@ pub(crate) fn delete(
     if ctx.dry_run {
         return Ok(current);
     }
-    Ok(store
+    let removed = store
         .remove(&key(info.resource, &ns, name))
-        .unwrap_or(current))
+        .unwrap_or(current);
+    drop(store);
+    if info.kind == "ServiceAccount" {
+        // The service account controller re-syncs the namespace of any deleted account.
+        super::controllers::ensure_default_service_account(core, ns);
+    }
+    Ok(removed)
 }
 
 /// Stores `obj` as given (created, or replacing the object of its name), with defaults and

@@ -20,14 +20,30 @@
 //! `failurePolicy` then decides about. `/apis`, `/apis/admissionregistration.k8s.io` and
 //! `/apis/admissionregistration.k8s.io/v1` answer discovery.
 //!
+//! Objects are stored as kube encodes them: `stringData` folded into `data`, nulls and empty
+//! maps and lists (all `omitempty`) left out. Strategic merge follows apimachinery's
+//! `strategicpatch` with the struct tags of every list of the served types, and apply merges
+//! by their `+listType` markers (`schema.rs`): ServiceAccount `imagePullSecrets` is atomic,
+//! PodSpec `imagePullSecrets` merges by name. JSON patch failures are kube's generic 422.
+//! Immutable Secrets and ConfigMaps refuse changes. The `default` ServiceAccount comes from a
+//! model of the service account controller whose timing tests can set
+//! ([`FakeApiServer::set_default_service_account_delay`],
+//! [`FakeApiServer::hold_default_service_accounts`]), and webhook calls can present a client
+//! certificate ([`FakeApiServer::set_webhook_client_identity`]).
+//!
+//! [`SEMANTICS.md`](./SEMANTICS.md), next to this file, lists every behaviour the injector
+//! relies on with the Kubernetes source that defines it, what the fake does, and the test that
+//! proves it.
+//!
 //! Simplified against the real apiserver, knowingly:
-//! - Server-side apply merges the applied configuration like a strategic merge patch; it keeps
-//!   no managedFields and never reports field-manager conflicts (`force` is accepted and ignored).
-//! - Strategic merge knows only the merge keys of the lists in these types that tests touch
-//!   (imagePullSecrets, secrets, containers, initContainers, ephemeralContainers, volumes, env,
-//!   ports, volumeMounts, ownerReferences, and a webhook configuration's webhooks by `name`);
-//!   `$setElementOrder`, `$retainKeys` and
-//!   `$deleteFromPrimitiveList` are ignored; `$patch: delete|replace` work.
+//! - Server-side apply merges as structured-merge-diff does, but keeps no managedFields: it
+//!   never removes what a manager applied before and now leaves out, never reports
+//!   field-manager conflicts (`force` is accepted and ignored), and returns no managedFields.
+//! - Strategic merge errors that Go returns untyped are 500s with an approximation of Go's
+//!   message.
+//! - Unknown fields are stored and returned as sent (kube drops them with a warning, or refuses
+//!   them under `fieldValidation=Strict`); only the `$` directives a strategic merge leaves in
+//!   an atomic list are dropped.
 //! - A list with an exact or not-older-than resourceVersion, and the later pages of a paginated
 //!   list, are served from the current state (the reported resourceVersion is the requested one);
 //!   only a version older than the retained history gets 410. A version newer than the current
@@ -41,7 +57,8 @@
 //!   webhook is called on webhook configurations themselves.
 //! - An empty `caBundle` trusts nothing (kube would fall back to the system roots, which do not
 //!   hold a test CA either). A new HTTPS client is made for every call, so nothing of an earlier
-//!   TLS session carries over.
+//!   TLS session carries over. Client certificates are chosen as kubeConfigFile users are, but
+//!   without the in-cluster and current-context fallbacks, and there are no other credentials.
 //! - MutatingWebhookConfiguration validation covers webhook names (three DNS segments, no
 //!   duplicates), `sideEffects` (None/NoneOnDryRun), `failurePolicy`, `admissionReviewVersions`,
 //!   url-or-service and `timeoutSeconds`; rules, selectors, URLs and `matchConditions` are not
@@ -53,13 +70,19 @@
 //! - ServiceAccount admission does not add the projected token volume and mounts.
 //! - The AdmissionReview request leaves `name` out for a generateName create (as kube does:
 //!   the field is omitempty), rather than sending an empty string.
-//! - Validation covers names, dockerconfigjson/dockercfg Secrets and Secret `type`
-//!   immutability only: `immutable: true` Secrets/ConfigMaps and Pod spec immutability are not
-//!   enforced, and Pods get no defaults beyond the ServiceAccount and `status.phase: Pending`.
+//! - Validation covers names, dockerconfigjson/dockercfg Secrets, Secret `type` immutability and
+//!   immutable Secrets/ConfigMaps (where an absent and an empty `data` compare equal); Pod
+//!   spec immutability is not enforced, and Pods get no defaults beyond the ServiceAccount and
+//!   `status.phase: Pending`.
+//! - The service account controller creates the `default` ServiceAccount at once unless told
+//!   otherwise (see above), and a Namespace update does not make it retry a failed creation
+//!   (its backoff does).
+//! - Field selectors: the Pod labels `spec.hostNetwork`, `status.podIPs` and `spec.host` are
+//!   refused.
 //! - Bookmarks go out every second (kube: about a minute). Faults apply to resource requests
 //!   only, not to discovery paths.
-//! - Pods are deleted at once (no kubelet, no grace period); only Namespaces finalise, until
-//!   [`FakeApiServer::finish_namespace_deletion`].
+//! - Objects are deleted at once (no kubelet, no grace period, finalizers do not hold them);
+//!   only Namespaces finalise, until [`FakeApiServer::finish_namespace_deletion`].
 //! - Only core/v1 namespaces, secrets, serviceaccounts, configmaps, pods and events, and
 //!   admissionregistration.k8s.io/v1 mutatingwebhookconfigurations exist; no subresources, no
 //!   deletecollection, no `/api/v1/watch/...` legacy paths, no aggregated discovery (`/apis` answers
@@ -69,11 +92,13 @@
 
 mod admission;
 mod api;
+mod controllers;
 mod faults;
 mod http;
 mod meta;
 mod patch;
 mod rbac;
+mod schema;
 mod selectors;
 mod status;
 mod store;
@@ -141,6 +166,13 @@ pub(crate) struct Core {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Where each Service (namespace, name) is served: its endpoints, for webhook calls.
     pub services: Mutex<HashMap<(String, String), std::net::SocketAddr>>,
+    /// The service account controller's knobs and the creations it holds.
+    pub sa_controller: Mutex<controllers::SaController>,
+    /// Wakes held creations when the test releases some.
+    pub sa_wakeup: tokio::sync::Notify,
+    /// The client certificates webhook calls present, by kubeconfig user name (`host:port`,
+    /// `host`, `*.domain`, `*`), as the AdmissionConfiguration's `kubeConfigFile` names them.
+    pub webhook_identities: Mutex<HashMap<String, admission::ClientIdentity>>,
 }
 
 /// A poisoned lock only means another test thread panicked; the data is still what we want.
@@ -186,6 +218,9 @@ impl FakeApiServer {
             requests: Mutex::new(Vec::new()),
             admission_calls: Mutex::new(Vec::new()),
             services: Mutex::new(HashMap::new()),
+            sa_controller: Mutex::new(controllers::SaController::default()),
+            sa_wakeup: tokio::sync::Notify::new(),
+            webhook_identities: Mutex::new(HashMap::new()),
             faults: Mutex::new(faults::Faults::default()),
             shutdown: shutdown_rx,
         });
@@ -252,6 +287,74 @@ impl FakeApiServer {
     /// `name.namespace.svc`, as kube-apiserver does.
     pub fn route_service(&self, namespace: &str, name: &str, addr: std::net::SocketAddr) {
         lock(&self.core.services).insert((namespace.to_string(), name.to_string()), addr);
+    }
+
+    /// The client certificate (PEM, leaf first, and its PEM private key) that every webhook
+    /// call presents, as kube-apiserver does with an AdmissionConfiguration `kubeConfigFile`
+    /// whose user `*` has `client-certificate-data` and `client-key-data`. Without it (the
+    /// default) calls present none. Panics on PEM that does not parse, as kube-apiserver would
+    /// refuse to start.
+    pub fn set_webhook_client_identity(&self, cert_pem: &str, key_pem: &str) {
+        self.set_webhook_client_identity_for("*", cert_pem, key_pem);
+    }
+
+    /// Like [`Self::set_webhook_client_identity`], for the kubeconfig user `name`, which kube
+    /// matches against the webhook's `host:port` (a `clientConfig.service` is
+    /// `name.namespace.svc:port`): exactly, then as `*.` suffixes (`*.ns.svc`, `*.svc`), then
+    /// (port 443 only) the same without the port, then `*`.
+    /// (`staging/src/k8s.io/apiserver/pkg/util/webhook/authentication.go`, `clientConfig`.)
+    pub fn set_webhook_client_identity_for(&self, name: &str, cert_pem: &str, key_pem: &str) {
+        let identity = admission::ClientIdentity::new(cert_pem, key_pem)
+            .unwrap_or_else(|e| panic!("set_webhook_client_identity_for({name}): {e}"));
+        lock(&self.core.webhook_identities).insert(name.to_string(), identity);
+    }
+
+    /// Webhook calls present no client certificate again.
+    pub fn clear_webhook_client_identities(&self) {
+        lock(&self.core.webhook_identities).clear();
+    }
+
+    /// How long the service account controller waits, after a Namespace is created (or a
+    /// ServiceAccount deleted) from now on, before it creates the namespace's `default`
+    /// ServiceAccount; the default is none (the creation starts at once, in its own task,
+    /// after the Namespace's ADDED event). The creation still goes through admission and
+    /// emits its watch event.
+    pub fn set_default_service_account_delay(&self, delay: std::time::Duration) {
+        lock(&self.core.sa_controller).delay = delay;
+    }
+
+    /// While true, every `default` ServiceAccount creation that comes due waits (see
+    /// [`Self::held_default_service_accounts`]) until [`Self::release_default_service_account`]
+    /// for its namespace; false lets every waiting one go.
+    pub fn hold_default_service_accounts(&self, hold: bool) {
+        let mut c = lock(&self.core.sa_controller);
+        c.hold = hold;
+        if !hold {
+            c.released.clear();
+        }
+        drop(c);
+        self.core.sa_wakeup.notify_waiters();
+    }
+
+    /// Lets the held creation of `namespace`'s `default` ServiceAccount go (if none is held
+    /// yet, the next one comes due released). It then goes through admission as usual: poll for
+    /// the ServiceAccount to see it. Does nothing unless holding.
+    pub fn release_default_service_account(&self, namespace: &str) {
+        let mut c = lock(&self.core.sa_controller);
+        if c.hold {
+            c.released.insert(namespace.to_string());
+        }
+        drop(c);
+        self.core.sa_wakeup.notify_waiters();
+    }
+
+    /// The namespaces whose `default` ServiceAccount creation is being held, in name order.
+    pub fn held_default_service_accounts(&self) -> Vec<String> {
+        lock(&self.core.sa_controller)
+            .held
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Deletes the MutatingWebhookConfiguration `name`, if there is one.

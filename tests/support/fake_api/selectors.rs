@@ -97,12 +97,19 @@ impl LabelSelector {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct FieldSelector(Vec<(String, bool, String)>);
 
-/// The fields kube-apiserver lets each resource be selected by (beyond metadata.name/namespace).
-fn supported_fields(resource: &str) -> &'static [&'static str] {
+/// The field labels kube-apiserver lets each resource be selected by: the kinds with a field
+/// label conversion function (`pkg/apis/core/v1/conversion.go`: `addConversionFuncs`,
+/// `AddFieldLabelConversionsFor{Event,Namespace,Secret}`) accept exactly their list; every
+/// other kind gets `runtime.DefaultMetaV1FieldSelectorConversion` (metadata.name and
+/// metadata.namespace). None: the default.
+fn supported_fields(resource: &str) -> Option<&'static [&'static str]> {
     match resource {
-        "secrets" => &["type"],
-        "namespaces" => &["status.phase"],
-        "pods" => &[
+        "secrets" => Some(&["type", "metadata.namespace", "metadata.name"]),
+        // A Namespace has no namespace to select by.
+        "namespaces" => Some(&["status.phase", "metadata.name"]),
+        "pods" => Some(&[
+            "metadata.name",
+            "metadata.namespace",
             "spec.nodeName",
             "spec.restartPolicy",
             "spec.schedulerName",
@@ -110,8 +117,8 @@ fn supported_fields(resource: &str) -> &'static [&'static str] {
             "status.phase",
             "status.podIP",
             "status.nominatedNodeName",
-        ],
-        "events" => &[
+        ]),
+        "events" => Some(&[
             "involvedObject.kind",
             "involvedObject.namespace",
             "involvedObject.name",
@@ -123,8 +130,22 @@ fn supported_fields(resource: &str) -> &'static [&'static str] {
             "reportingComponent",
             "source",
             "type",
-        ],
-        _ => &[],
+            "metadata.namespace",
+            "metadata.name",
+        ]),
+        _ => None,
+    }
+}
+
+/// The error kube's field label conversion gives for `field`, if it is not supported.
+fn unsupported(resource: &str, field: &str) -> Option<String> {
+    match supported_fields(resource) {
+        Some(fields) if fields.contains(&field) => None,
+        Some(_) => Some(format!("field label not supported: {field}")),
+        None if matches!(field, "metadata.name" | "metadata.namespace") => None,
+        None => Some(format!(
+            "{field:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+        )),
     }
 }
 
@@ -144,10 +165,8 @@ impl FieldSelector {
                 ));
             };
             let field = field.trim();
-            if !matches!(field, "metadata.name" | "metadata.namespace")
-                && !supported_fields(resource).contains(&field)
-            {
-                return Err(format!("field label not supported: {field}"));
+            if let Some(why) = unsupported(resource, field) {
+                return Err(why);
             }
             reqs.push((field.to_string(), eq, value.trim().to_string()));
         }

@@ -40,6 +40,10 @@ pub(crate) enum FieldError {
         value: Value,
         supported: Vec<String>,
     },
+    Forbidden {
+        field: String,
+        detail: String,
+    },
 }
 
 /// How `field.Error` prints a value: strings quoted, the rest as JSON.
@@ -81,12 +85,20 @@ impl FieldError {
         }
     }
 
+    pub fn forbidden(field: &str, detail: &str) -> Self {
+        FieldError::Forbidden {
+            field: field.into(),
+            detail: detail.into(),
+        }
+    }
+
     fn field(&self) -> &str {
         match self {
             FieldError::Required { field, .. }
             | FieldError::Invalid { field, .. }
             | FieldError::Duplicate { field, .. }
-            | FieldError::NotSupported { field, .. } => field,
+            | FieldError::NotSupported { field, .. }
+            | FieldError::Forbidden { field, .. } => field,
         }
     }
 
@@ -95,6 +107,8 @@ impl FieldError {
         match self {
             FieldError::Required { detail, .. } if detail.is_empty() => "Required value".into(),
             FieldError::Required { detail, .. } => format!("Required value: {detail}"),
+            FieldError::Forbidden { detail, .. } if detail.is_empty() => "Forbidden".into(),
+            FieldError::Forbidden { detail, .. } => format!("Forbidden: {detail}"),
             FieldError::Duplicate { value, .. } => format!("Duplicate value: {}", render(value)),
             FieldError::NotSupported {
                 value, supported, ..
@@ -123,6 +137,7 @@ impl FieldError {
             FieldError::Invalid { .. } => "FieldValueInvalid",
             FieldError::Duplicate { .. } => "FieldValueDuplicate",
             FieldError::NotSupported { .. } => "FieldValueNotSupported",
+            FieldError::Forbidden { .. } => "FieldValueForbidden",
         }
     }
 }
@@ -160,7 +175,9 @@ impl Failure {
         if !group.is_empty() {
             details.insert("group".into(), json!(group));
         }
-        details.insert("kind".into(), json!(kind));
+        if !kind.is_empty() {
+            details.insert("kind".into(), json!(kind));
+        }
         self.details = Some(Value::Object(details));
         self
     }

@@ -204,7 +204,8 @@ fn webhook_errors(obj: &Value) -> Vec<FieldError> {
     errors
 }
 
-pub(crate) fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), Failure> {
+/// The create-time validation of each kind's strategy (`Validate`), as field errors.
+fn errors_of(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
     let mut errors = name_errors(info, obj);
     if info.kind == "Secret" {
         errors.extend(secret_errors(obj));
@@ -212,36 +213,82 @@ pub(crate) fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), Failure> 
     if info.kind == "MutatingWebhookConfiguration" {
         errors.extend(webhook_errors(obj));
     }
+    errors
+}
+
+fn invalid_unless_empty(
+    info: &ResourceInfo,
+    obj: &Value,
+    errors: &[FieldError],
+) -> Result<(), Failure> {
     if errors.is_empty() {
         Ok(())
     } else {
         Err(Failure::invalid(
             &info.qualified_kind(),
             meta_str(obj, "name"),
-            &errors,
+            errors,
         ))
     }
 }
 
+pub(crate) fn validate(info: &ResourceInfo, obj: &Value) -> Result<(), Failure> {
+    invalid_unless_empty(info, obj, &errors_of(info, obj))
+}
+
+const IMMUTABLE_WHEN_SET: &str = "field is immutable when `immutable` is set";
+
+/// A `data`-like map; absent, null and empty are the same (kube stores an empty map as none).
+fn bag(obj: &Value, field: &str) -> Option<Value> {
+    obj.get(field)
+        .filter(|v| !v.is_null() && v.as_object().is_none_or(|m| !m.is_empty()))
+        .cloned()
+}
+
+fn is_immutable(obj: &Value) -> bool {
+    obj.get("immutable").and_then(Value::as_bool) == Some(true)
+}
+
+/// `ValidateSecretUpdate` and `ValidateConfigMapUpdate` (`pkg/apis/core/validation/validation.go`):
+/// a Secret's `type` never changes; once `immutable: true`, `immutable` stays true and `data`
+/// (and a ConfigMap's `binaryData`) stay as they are. The errors come in kube's order, then
+/// the create-time validation of the new object.
 pub(crate) fn validate_update(
     info: &ResourceInfo,
     old: &Value,
     new: &Value,
 ) -> Result<(), Failure> {
-    validate(info, new)?;
+    let mut errors = Vec::new();
+    let bags: &[&str] = match info.kind {
+        "Secret" => &["data"],
+        "ConfigMap" => &["data", "binaryData"],
+        _ => &[],
+    };
     if info.kind == "Secret" && old.get("type") != new.get("type") {
         let ty = new.get("type").cloned().unwrap_or(Value::Null);
-        return Err(Failure::invalid(
-            &info.qualified_kind(),
-            meta_str(new, "name"),
-            &[FieldError::invalid("type", ty, "field is immutable")],
-        ));
+        errors.push(FieldError::invalid("type", ty, "field is immutable"));
     }
-    Ok(())
+    if !bags.is_empty() && is_immutable(old) {
+        if !is_immutable(new) {
+            errors.push(FieldError::forbidden("immutable", IMMUTABLE_WHEN_SET));
+        }
+        for field in bags {
+            if bag(old, field) != bag(new, field) {
+                errors.push(FieldError::forbidden(field, IMMUTABLE_WHEN_SET));
+            }
+        }
+    }
+    errors.extend(errors_of(info, new));
+    invalid_unless_empty(info, new, &errors)
 }
 
 /// Defaults applied when a body is decoded, before admission sees it.
 pub(crate) fn default_on_decode(info: &ResourceInfo, obj: &mut Value) {
+    fold_and_default(info, obj);
+    super::schema::omit_empty(info.kind, obj);
+}
+
+fn fold_and_default(info: &ResourceInfo, obj: &mut Value) {
     let Some(map) = obj.as_object_mut() else {
         return;
     };
@@ -250,8 +297,13 @@ pub(crate) fn default_on_decode(info: &ResourceInfo, obj: &mut Value) {
     }
     if info.kind == "Secret" {
         map.entry("type").or_insert_with(|| json!("Opaque"));
-        // stringData is write-only: the v1 conversion folds it into data.
-        if let Some(Value::Object(string_data)) = map.remove("stringData") {
+        // stringData is write-only: `Convert_v1_Secret_To_core_Secret`
+        // (pkg/apis/core/v1/conversion.go) writes each entry over `data` when the v1 object
+        // is decoded (a create or update body, a patched object), and the internal Secret has
+        // no stringData, so it is never stored, returned, watched or shown to webhooks.
+        if let Some(Value::Object(string_data)) = map.remove("stringData")
+            && !string_data.is_empty()
+        {
             let data = map.entry("data").or_insert_with(|| json!({}));
             if let Some(data) = data.as_object_mut() {
                 for (k, v) in string_data {
