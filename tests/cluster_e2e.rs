@@ -80,6 +80,14 @@ impl Cluster {
         cluster
     }
 
+    /// Grants what `manifests/components/prune` grants (delete on Secrets), as an install with
+    /// `prune: true` has it.
+    fn grant_prune(&self) {
+        let rbac = std::fs::read_to_string(repo().join("manifests/components/prune/rbac.yaml"))
+            .expect("prune rbac");
+        self.api.load_rbac(&rbac).expect("prune rbac loads");
+    }
+
     async fn namespace(&self, name: &str, labels: Value) {
         self.api
             .create(json!({
@@ -1017,6 +1025,7 @@ async fn a_terminating_namespace_is_never_written() {
 async fn the_rbac_manifest_grants_exactly_what_the_injector_uses() {
     let pruning = ICR_CONFIG.replace("prune: false", "prune: true");
     let cluster = icr_cluster(&pruning).await;
+    cluster.grant_prune();
     for ns in ["team-a", "team-b", "team-f"] {
         cluster.namespace(ns, json!({})).await;
     }
@@ -1076,9 +1085,14 @@ async fn the_rbac_manifest_grants_exactly_what_the_injector_uses() {
     );
 }
 
-/// Every (resource, verb) the manifest grants, from its Roles and ClusterRoles.
+/// Every (resource, verb) the manifests grant, from the Roles and ClusterRoles of the base and
+/// of the prune component.
 fn granted() -> BTreeSet<(String, String)> {
-    let text = std::fs::read_to_string(repo().join("manifests/base/rbac.yaml")).expect("rbac");
+    let text = ["manifests/base/rbac.yaml", "manifests/components/prune/rbac.yaml"]
+        .iter()
+        .map(|f| std::fs::read_to_string(repo().join(f)).expect("rbac"))
+        .collect::<Vec<_>>()
+        .join("\n---\n");
     let mut out = BTreeSet::new();
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let value = serde_yaml::Value::deserialize(doc).expect("yaml");
@@ -1112,6 +1126,7 @@ fn granted() -> BTreeSet<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_outlive_a_deleted_source_and_it_is_reported() {
     let cluster = icr_cluster(ICR_CONFIG.replace("prune: false", "prune: true").as_str()).await;
+    cluster.grant_prune();
     cluster.namespace("team-k", json!({})).await;
     let injector = cluster.start_injector().await;
     wait_for_reference(&cluster, "team-k", "default", "all-icr-io").await;
