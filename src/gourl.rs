@@ -126,8 +126,9 @@ fn userinfo_char(c: char) -> bool {
 /// `parseHost` (url.go:548) for the `http`/`https` schemes.
 fn parse_host(host: &str) -> Result<Cow<'_, str>, String> {
     match host.rfind('[') {
-        // url.go:549: since Go 1.26.2, a `[` anywhere but at the start is refused outright, so
-        // a `[...]` glob inside a label (`u[r-t].icr.io`) can no longer be a key.
+        // url.go:549: a `[` anywhere but at the start is refused outright (Go 1.26.2; from
+        // 1.25.2 such a host already failed the IP-literal checks below, before 1.25.2 it
+        // passed), so a `[...]` glob inside a label (`u[r-t].icr.io`) can no longer be a key.
         Some(i) if i > 0 => Err("invalid IP-literal".to_string()),
         Some(_) => parse_ip_literal(host),
         None => {

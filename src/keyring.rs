@@ -858,7 +858,7 @@ mod tests {
 
     /// Class 1: Go 1.26.2+ `parseHost` (url.go:549) refuses a host whose last `[` is not its
     /// first byte ("invalid IP-literal"), so kubelet ignores the key: `[...]` globs inside a
-    /// label, which older Go let through, no longer work at all.
+    /// label, which Go before 1.25.2 let through, no longer work at all.
     #[test]
     fn a_bracket_inside_the_host_makes_kubelet_ignore_the_key() {
         check_table(&[
