@@ -10,7 +10,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::glob::Glob;
-use crate::keyring::RegistryKey;
+use crate::keyring::{KeyError, RegistryKey};
 
 /// The ConfigMap data key that holds the configuration.
 pub const CONFIG_KEY: &str = "config.yaml";
@@ -630,7 +630,7 @@ fn registry_pattern(pattern: &str, field: &str, out: &mut Collector) -> Option<R
         out.push(
             field,
             format!(
-                "{pattern:?}: `?` and `#` cannot be used, kubelet's URL parser reads them as a query or fragment; use `*` or `[...]` within a label"
+                "{pattern:?}: `?` and `#` cannot be used, kubelet's URL parser reads them as a query or fragment; use `*` within a label"
             ),
         );
         return None;
@@ -638,7 +638,14 @@ fn registry_pattern(pattern: &str, field: &str, out: &mut Collector) -> Option<R
     match RegistryKey::parse(pattern) {
         Ok(k) => Some(k),
         Err(e) => {
-            out.push(field, e.to_string());
+            // Go 1.26 (kubelet 1.36) takes a `[` only as the start of an IPv6 literal host:
+            // say so, since `[...]` classes did work in older kubelets.
+            let hint = if matches!(e, KeyError::Url { .. }) && pattern.contains('[') {
+                "; kubelet accepts `[` only around an IPv6 address at the start of the host, so `[...]` classes cannot be used: use `*` within a label"
+            } else {
+                ""
+            };
+            out.push(field, format!("kubelet cannot use it as a key: {e}{hint}"));
             None
         }
     }
@@ -929,7 +936,7 @@ credentials:
     namespaces: {include: ["*"]}
   - name: patterns
     secret: default/x
-    registries: ["", "u?.icr.io", "us.icr.io:port", "us.[a-.io"]
+    registries: ["", "u?.icr.io", "us.icr.io:port", "us.[a-.io", "u[r-t].icr.io", "[a-z].icr.io", "a b@quay.io", "*.icr.io"]
     namespaces: {include: ["[", "ok"], exclude: ["\\"]}
   - name: selectors
     secretSelector: {namespace: runai, matchExpressions: [{key: a, operator: Near, values: [x]}, {key: b, operator: In}]}
@@ -958,8 +965,14 @@ serviceAccounts: ["["]
             "credentials[4] (Bad_Name): name: \"Bad_Name\" is not a DNS label: must consist of lower case letters, digits and '-'",
             "credentials[5] (patterns): registries[0]: empty pattern: it would match nothing",
             "credentials[5] (patterns): registries[1]: \"u?.icr.io\": `?` and `#` cannot be used",
-            "credentials[5] (patterns): registries[2]: registry key \"us.icr.io:port\" is not a valid URL: invalid port \":port\" after host",
-            "credentials[5] (patterns): registries[3]: registry key \"us.[a-.io\": pattern \"[a-\": unterminated character class",
+            "credentials[5] (patterns): registries[2]: kubelet cannot use it as a key: registry key \"us.icr.io:port\" is not a valid URL: invalid port \":port\" after host",
+            // Go 1.26: a `[` that does not start the host is refused outright (url.go:549).
+            "credentials[5] (patterns): registries[3]: kubelet cannot use it as a key: registry key \"us.[a-.io\" is not a valid URL: invalid IP-literal; kubelet accepts `[` only around an IPv6 address at the start of the host, so `[...]` classes cannot be used: use `*` within a label",
+            "credentials[5] (patterns): registries[4]: kubelet cannot use it as a key: registry key \"u[r-t].icr.io\" is not a valid URL: invalid IP-literal; kubelet accepts `[` only",
+            // A leading `[` is an IPv6 literal; here the text after `]` is not a port.
+            "credentials[5] (patterns): registries[5]: kubelet cannot use it as a key: registry key \"[a-z].icr.io\" is not a valid URL: invalid port \".icr.io\" after host; kubelet accepts `[` only",
+            // validUserinfo refuses the space; the userinfo itself is never shown.
+            "credentials[5] (patterns): registries[6]: kubelet cannot use it as a key: registry key \"***@quay.io\" is not a valid URL: net/url: invalid userinfo",
             "credentials[5] (patterns): namespaces.include[0]: invalid glob: pattern \"[\": unterminated character class",
             "credentials[5] (patterns): namespaces.exclude[0]: invalid glob: pattern \"\\\\\": trailing backslash",
             "credentials[6] (selectors): secretSelector.matchExpressions[0]: unknown operator \"Near\"",

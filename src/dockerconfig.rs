@@ -14,6 +14,8 @@ use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::keyring::redact_key;
+
 /// Secret type of `.dockerconfigjson` pull secrets.
 pub const DOCKER_CONFIG_JSON_TYPE: &str = "kubernetes.io/dockerconfigjson";
 /// Data key of `.dockerconfigjson` pull secrets.
@@ -174,7 +176,7 @@ impl DockerConfig {
                 _ => {
                     return Err(invalid(
                         context,
-                        format!("entry {registry:?} is not a JSON object"),
+                        format!("entry {:?} is not a JSON object", redact_key(registry)),
                     ));
                 }
             };
@@ -387,7 +389,10 @@ fn validate_entry(
             Some(_) => {
                 return Err(invalid(
                     context,
-                    format!("entry {registry:?}: field {wanted:?} is not a string"),
+                    format!(
+                        "entry {:?}: field {wanted:?} is not a string",
+                        redact_key(registry)
+                    ),
                 ));
             }
         }
@@ -409,13 +414,19 @@ fn check_auth(registry: &str, auth: &str, context: &str) -> Result<(), DockerCon
     let decoded = decoded.map_err(|_| {
         invalid(
             context,
-            format!("entry {registry:?}: field \"auth\" is not valid base64"),
+            format!(
+                "entry {:?}: field \"auth\" is not valid base64",
+                redact_key(registry)
+            ),
         )
     })?;
     if !decoded.contains(&b':') {
         return Err(invalid(
             context,
-            format!("entry {registry:?}: field \"auth\" does not decode to user:password"),
+            format!(
+                "entry {:?}: field \"auth\" does not decode to user:password",
+                redact_key(registry)
+            ),
         ));
     }
     Ok(())
@@ -584,6 +595,13 @@ mod tests {
                 DOCKER_CONFIG_JSON_KEY,
                 br#"{"auths":{"r.io":{"auth":"ZmFrZXBhc3N3b3JkOQ=="}}}"#,
                 "secret runai/regcred: .dockerconfigjson: entry \"r.io\": field \"auth\" does not decode to user:password",
+            ),
+            // The entry is named, but not the userinfo a key may carry.
+            (
+                DOCKER_CONFIG_JSON_TYPE,
+                DOCKER_CONFIG_JSON_KEY,
+                br#"{"auths":{"https://u:fake-password-9@r.io":{"auth":"ZmFrZXBhc3N3b3JkOQ=="}}}"#,
+                "secret runai/regcred: .dockerconfigjson: entry \"https://***@r.io\": field \"auth\" does not decode to user:password",
             ),
             (
                 DOCKER_CONFIG_JSON_TYPE,

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod dockerconfig;
 pub mod file_source;
 pub mod glob;
+pub mod gourl;
 pub mod image;
 pub mod keyring;
 pub mod marks;

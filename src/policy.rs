@@ -244,7 +244,7 @@ pub struct MatchReport {
     pub credential: String,
     /// The secret name referenced in `imagePullSecrets`.
     pub secret: String,
-    /// The auths key that matched, as written in the secret.
+    /// The auths key that matched, as written in the secret, with any userinfo masked.
     pub pattern: String,
 }
 
@@ -626,7 +626,7 @@ fn prepare(
     for key in full.keys() {
         if let Err(e) = RegistryKey::parse(key) {
             notes.push(format!(
-                "credential {}: secret {namespace}/{name}: key skipped, as kubelet skips it: {e}",
+                "credential {}: secret {namespace}/{name}: key skipped, as kubelet never uses it: {e}",
                 credential.name
             ));
         }
@@ -968,13 +968,7 @@ impl<'c> Run<'c> {
 
     fn match_image(&mut self, raw: &str, image: &ImageRef) -> ImageReport {
         let name = image.name();
-        let Ok(target) = crate::keyring::Location::of_image(image, name) else {
-            return ImageReport {
-                image: raw.to_string(),
-                registry: Some(image.domain().to_string()),
-                matches: Vec::new(),
-            };
-        };
+        let target = crate::keyring::Location::of_image(image, name);
         // kubelet's keyring holds every secret the pod will reference; a blocked copy will not
         // be referenced, so it must not hide the Docker Hub fallback either.
         let catalog = self.catalog;
@@ -1017,7 +1011,7 @@ impl<'c> Run<'c> {
                 MatchReport {
                     credential: source.credential.clone(),
                     secret: source.copy_name.clone(),
-                    pattern: key.raw().to_string(),
+                    pattern: key.to_string(),
                 },
             ));
         }
@@ -1037,7 +1031,7 @@ impl<'c> Run<'c> {
                 MatchReport {
                     credential: catalog.config.credentials[secret.credential].name.clone(),
                     secret: secret.name.clone(),
-                    pattern: key.raw().to_string(),
+                    pattern: key.to_string(),
                 },
             ));
         }
@@ -1693,6 +1687,50 @@ credentials:
         let d = c.decide(&pod(&["myorg/app"], &[]), &team, &state, false);
         assert_eq!(d.add, ["dockerhub"]);
         assert_eq!(reasons(&d), [WarningReason::NameTaken]);
+    }
+
+    #[test]
+    fn keys_kubelet_ignores_are_reported_and_leave_the_fallback_to_apply() {
+        let mut state = ClusterState::new();
+        // kubelet 1.36 (Go 1.26) drops both mirror keys: a `[` inside a host is refused.
+        state.insert_secret(pull_secret(
+            "registry-creds",
+            "mirror",
+            &["docker.i[n-z]", "user:fake-password-9@quay.i[o]"],
+            &[],
+        ));
+        state.insert_secret(pull_secret(
+            "registry-creds",
+            "dockerhub",
+            &["https://index.docker.io/v1/"],
+            &[],
+        ));
+        let config = r#"
+credentials:
+  - name: mirror
+    secret: registry-creds/mirror
+    namespaces: {include: ["team-*"]}
+  - name: hub
+    secret: registry-creds/dockerhub
+    namespaces: {include: ["team-*"]}
+"#;
+        let c = catalog(config, &state);
+        // No key matches docker.io/library/nginx, so kubelet falls back to the Hub key.
+        let d = c.decide(&pod(&["nginx"], &[]), &ns("team-a", &[]), &state, false);
+        assert_eq!(d.add, ["dockerhub"]);
+        let problems = c.problems().join("\n");
+        assert!(
+            problems.contains(
+                "credential mirror: secret registry-creds/mirror: key skipped, as kubelet never uses it: registry key \"docker.i[n-z]\" is not a valid URL: invalid IP-literal"
+            ),
+            "{problems}"
+        );
+        // The key is named, its userinfo is not.
+        assert!(
+            problems.contains("registry key \"***@quay.i[o]\""),
+            "{problems}"
+        );
+        assert!(!problems.contains("fake-password"), "{problems}");
     }
 
     #[test]
