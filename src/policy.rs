@@ -852,9 +852,7 @@ impl<'c> Run<'c> {
                 return false;
             };
             let name = image.name();
-            let Ok(target) = crate::keyring::Location::of_image(&image, name) else {
-                return false;
-            };
+            let target = crate::keyring::Location::of_image(&image, name);
             match (&credential.registries, &problem.keys) {
                 (Some(patterns), _) => crate::keyring::Location::parse(name)
                     .is_ok_and(|loc| patterns.iter().any(|p| p.matches(&loc))),

@@ -1088,11 +1088,14 @@ async fn the_rbac_manifest_grants_exactly_what_the_injector_uses() {
 /// Every (resource, verb) the manifests grant, from the Roles and ClusterRoles of the base and
 /// of the prune component.
 fn granted() -> BTreeSet<(String, String)> {
-    let text = ["manifests/base/rbac.yaml", "manifests/components/prune/rbac.yaml"]
-        .iter()
-        .map(|f| std::fs::read_to_string(repo().join(f)).expect("rbac"))
-        .collect::<Vec<_>>()
-        .join("\n---\n");
+    let text = [
+        "manifests/base/rbac.yaml",
+        "manifests/components/prune/rbac.yaml",
+    ]
+    .iter()
+    .map(|f| std::fs::read_to_string(repo().join(f)).expect("rbac"))
+    .collect::<Vec<_>>()
+    .join("\n---\n");
     let mut out = BTreeSet::new();
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let value = serde_yaml::Value::deserialize(doc).expect("yaml");
