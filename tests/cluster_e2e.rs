@@ -311,28 +311,27 @@ impl Injector {
         name: &str,
         tweak: impl FnOnce(&mut ClusterOptions),
     ) -> Injector {
-        Self::launch(cluster, name, tweak, false).await
+        Self::launch(cluster, name, |args| tweak(&mut args.cluster_mode), false).await
     }
 
     async fn launch(
         cluster: &Cluster,
         name: &str,
-        tweak: impl FnOnce(&mut ClusterOptions),
+        tweak: impl FnOnce(&mut ServeArgs),
         self_signed: bool,
     ) -> Injector {
         let dir = cluster.dir.path().join(name);
         std::fs::create_dir_all(&dir).expect("dir");
         let generated = certs::generate(&["127.0.0.1".into()], 2).expect("certs");
         certs::write(&dir, &generated, true).expect("write certs");
-        let mut options = ClusterOptions {
+        let options = ClusterOptions {
             kubeconfig: Some(cluster.kubeconfig()),
             retry_interval: Duration::from_millis(200),
             api_qps: 1000,
             api_burst: 1000,
             ..ClusterOptions::default()
         };
-        tweak(&mut options);
-        let args = ServeArgs {
+        let mut args = ServeArgs {
             config: None,
             cluster: Vec::new(),
             own_namespace: OWN_NAMESPACE.to_string(),
@@ -356,6 +355,7 @@ impl Injector {
             limits: Limits::default(),
             cluster_mode: options,
         };
+        tweak(&mut args);
         let (tx, rx) = oneshot::channel::<()>();
         let running = daemon::start(&args, async move {
             let _ = rx.await;
@@ -1394,4 +1394,567 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data safety and tenant isolation: what a tenant writes is input, and backfill only adds.
+// ---------------------------------------------------------------------------------------------
+
+fn service_account(ns: &str, name: &str, pull_secrets: &[&str]) -> Value {
+    let entries: Vec<Value> = pull_secrets.iter().map(|n| json!({"name": n})).collect();
+    json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": name, "namespace": ns},
+        "imagePullSecrets": entries,
+    })
+}
+
+/// Successful writes of one verb and resource by the injector (a request is recorded once its
+/// response is sent).
+fn successful_writes(cluster: &Cluster, verb: &str, resource: &str) -> usize {
+    cluster
+        .api
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.user == INJECTOR && r.verb == verb && r.resource == resource && r.status < 300
+        })
+        .count()
+}
+
+/// A ServiceAccount that already lists pull secrets, OpenShift's `*-dockercfg-*` among them,
+/// keeps every one of them, in order, when backfill adds the injector's: kube-apiserver
+/// replaces an atomic list on a strategic merge, so only an appending JSON patch is safe. Two
+/// replicas backfilling at once add the name once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_keeps_every_existing_entry_in_order_even_with_two_replicas() {
+    let cluster = icr_cluster(ICR_CONFIG).await;
+    cluster.api.hold_default_service_accounts(true);
+    let existing = ["mine", "default-dockercfg-x7k2p", "other-mine"];
+    for ns in ["team-o", "team-p"] {
+        cluster.namespace(ns, json!({})).await;
+        cluster
+            .api
+            .create(service_account(ns, "default", &existing))
+            .await
+            .expect("default ServiceAccount");
+    }
+    // Not named by serviceAccounts: never touched.
+    cluster
+        .api
+        .create(service_account(
+            "team-o",
+            "builder",
+            &["builder-dockercfg-1"],
+        ))
+        .await
+        .expect("builder");
+    let first = Injector::start(&cluster, "first").await;
+    let second = Injector::start(&cluster, "second").await;
+    for ns in ["team-o", "team-p"] {
+        wait_for_reference(&cluster, ns, "default", "all-icr-io").await;
+        let sa = cluster
+            .api
+            .get("serviceaccounts", Some(ns), "default")
+            .expect("sa");
+        assert_eq!(
+            pull_secrets(&sa),
+            [
+                "mine",
+                "default-dockercfg-x7k2p",
+                "other-mine",
+                "all-icr-io"
+            ],
+            "{ns}"
+        );
+    }
+    eventually("both patches to be recorded", || async {
+        successful_writes(&cluster, "patch", "serviceaccounts") >= 2
+    })
+    .await;
+    assert_eq!(successful_writes(&cluster, "patch", "serviceaccounts"), 2);
+    let builder = cluster
+        .api
+        .get("serviceaccounts", Some("team-o"), "builder")
+        .expect("builder");
+    assert_eq!(pull_secrets(&builder), ["builder-dockercfg-1"]);
+
+    // A second credential, added later, is appended after everything.
+    let mut hub = icr_source("1");
+    hub["metadata"]["name"] = json!("hub");
+    cluster.api.create(hub).await.expect("hub source");
+    set_config(
+        &cluster,
+        &ICR_CONFIG.replace(
+            "serviceAccounts:",
+            "  - name: hub\n    secret: default/hub\n    namespaces: {include: [\"team-*\"]}\nserviceAccounts:",
+        ),
+    )
+    .await;
+    wait_for_reference(&cluster, "team-o", "default", "hub").await;
+    let sa = cluster
+        .api
+        .get("serviceaccounts", Some("team-o"), "default")
+        .expect("sa");
+    assert_eq!(
+        pull_secrets(&sa),
+        [
+            "mine",
+            "default-dockercfg-x7k2p",
+            "other-mine",
+            "all-icr-io",
+            "hub"
+        ]
+    );
+    first.stop().await;
+    second.stop().await;
+}
+
+/// A namespace's ServiceAccounts converge without the webhook and without the periodic
+/// backfill (set to an hour): whether the `default` ServiceAccount appears after the injector
+/// saw the namespace, or before (the Namespace watch lagging), with two replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_accounts_made_while_the_webhook_is_not_called_get_their_references() {
+    let cluster = icr_cluster(ICR_CONFIG).await;
+    let hour = |o: &mut ClusterOptions| o.backfill_interval = Duration::from_secs(3600);
+    // Never registered as the webhook: as when it is not yet, or times out and fails open.
+    let first = Injector::start_with(&cluster, "first", hour).await;
+    let second = Injector::start_with(&cluster, "second", hour).await;
+
+    // After: held until both replicas know the namespace.
+    cluster.api.hold_default_service_accounts(true);
+    cluster.namespace("team-late", json!({})).await;
+    for replica in [&first, &second] {
+        let index = replica.running.index.clone().expect("cluster mode");
+        eventually("the replica to see the namespace", || {
+            let index = index.clone();
+            async move {
+                pull_secret_injector::state::ClusterView::namespace(&*index.read(), "team-late")
+                    .is_some()
+            }
+        })
+        .await;
+    }
+    cluster.api.release_default_service_account("team-late");
+    wait_for_reference(&cluster, "team-late", "default", "all-icr-io").await;
+    cluster.api.hold_default_service_accounts(false);
+
+    // Before: the Namespace watch lags, the ServiceAccount watch does not.
+    let lag = cluster.api.add_fault(
+        Fault::new(FaultKind::Latency(Duration::from_millis(1500)))
+            .path("/api/v1/namespaces?")
+            .watch_only(),
+    );
+    cluster.api.drop_watches();
+    cluster.namespace("team-early", json!({})).await;
+    wait_for_reference(&cluster, "team-early", "default", "all-icr-io").await;
+    cluster.api.remove_fault(lag);
+
+    // And a ServiceAccount made by hand later, named by serviceAccounts.
+    cluster.namespace("team-hand", json!({})).await;
+    wait_for_reference(&cluster, "team-hand", "default", "all-icr-io").await;
+    cluster
+        .api
+        .delete("serviceaccounts", Some("team-hand"), "default")
+        .await
+        .expect("delete");
+    wait_for_reference(&cluster, "team-hand", "default", "all-icr-io").await;
+    assert!(
+        cluster.api.admission_calls().is_empty(),
+        "no webhook was ever called"
+    );
+    first.stop().await;
+    second.stop().await;
+}
+
+const RUNAI_CONFIG: &str = r#"
+credentials:
+  - name: runai-cluster-wide
+    secretSelector:
+      namespace: runai
+      matchLabels: {runai/cluster-wide: "true"}
+    namespaces: {include: ["runai-*"]}
+serviceAccounts: ["default"]
+"#;
+
+fn runai_secret(name: &str, registry: &str) -> Value {
+    let config = json!({"auths": {registry: {"auth": STANDARD.encode("u:fake-password-r")}}});
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": "runai", "labels": {"runai/cluster-wide": "true"}},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": STANDARD.encode(config.to_string())},
+    })
+}
+
+/// Run:ai's "may take up to a minute": a new secret the selector matches reaches every
+/// ServiceAccount in scope without a config change, and without the periodic backfill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newly_selected_secret_reaches_existing_service_accounts() {
+    let cluster = Cluster::new(RUNAI_CONFIG).await;
+    cluster.namespace("runai", json!({})).await;
+    cluster
+        .api
+        .create(runai_secret("hub", "https://index.docker.io/v1/"))
+        .await
+        .expect("hub");
+    for ns in ["runai-p1", "runai-p2"] {
+        cluster.namespace(ns, json!({})).await;
+    }
+    let hour = |o: &mut ClusterOptions| o.backfill_interval = Duration::from_secs(3600);
+    let first = Injector::start_with(&cluster, "first", hour).await;
+    let second = Injector::start_with(&cluster, "second", hour).await;
+    for ns in ["runai-p1", "runai-p2"] {
+        wait_for_reference(&cluster, ns, "default", "hub").await;
+    }
+    cluster
+        .api
+        .create(runai_secret("nvcr", "nvcr.io"))
+        .await
+        .expect("nvcr");
+    for ns in ["runai-p1", "runai-p2"] {
+        wait_for_reference(&cluster, ns, "default", "nvcr").await;
+        let sa = cluster
+            .api
+            .get("serviceaccounts", Some(ns), "default")
+            .expect("sa");
+        assert_eq!(pull_secrets(&sa), ["hub", "nvcr"], "{ns}");
+        assert_eq!(
+            decoded_auths(&cluster.secret(ns, "nvcr").expect("copy")),
+            BTreeSet::from(["nvcr.io".to_string()])
+        );
+    }
+    first.stop().await;
+    second.stop().await;
+}
+
+/// A labelled Secret marked like a copy in a tenant's namespace.
+fn forged_copy(ns: &str, name: &str, credential: &str, source: &str, padding: usize) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {
+            "name": name, "namespace": ns,
+            "labels": {"app.kubernetes.io/managed-by": "pull-secret-injector"},
+            "annotations": {
+                "pull-secret-injector/credential": credential,
+                "pull-secret-injector/source": source,
+                "pull-secret-injector/content-hash": "sha256:forged",
+                "padding": "x".repeat(padding),
+            },
+        },
+        "type": "Opaque",
+        "data": {"k": STANDARD.encode("tenant data")},
+    })
+}
+
+/// What a tenant can write into its own namespace: a flood of labelled Secrets with large
+/// annotations (some naming an unknown credential, a missing source, a newline) is not kept
+/// and adds no metric series; a copy whose data the tenant replaced is restored; a copy the
+/// tenant made immutable is retried with backoff, not every pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_tenant_writes_cannot_grow_the_index_nor_keep_a_copy_wrong() {
+    let cluster = icr_cluster(ICR_CONFIG).await;
+    cluster.namespace("team-t", json!({})).await;
+    let injector = cluster.start_injector().await;
+    wait_for_reference(&cluster, "team-t", "default", "all-icr-io").await;
+    let index = injector.running.index.clone().expect("cluster mode");
+    eventually("the copy to be indexed", || {
+        let index = index.clone();
+        async move { index.read().copy_count() == 1 }
+    })
+    .await;
+    eventually("the copy to be counted", || async {
+        injector
+            .metric("pull_secret_injector_copies{credential=\"icr\",state=\"current\"}")
+            .await
+            == 1.0
+    })
+    .await;
+    let before_bytes = index.read().approx_bytes();
+    let series = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("pull_secret_injector_copies{"))
+            .count()
+    };
+    let before_series = series(&injector.metrics().await);
+
+    const FLOOD: usize = 1500;
+    for i in 0..FLOOD {
+        let (credential, source) = match i % 4 {
+            0 => (format!("tenant-{i}"), "default/all-icr-io".to_string()),
+            1 => ("icr".to_string(), format!("default/missing-{i}")),
+            2 => (
+                "icr".to_string(),
+                "default/all-icr-io\n2026-12-01T00:00:00Z ERROR forged".to_string(),
+            ),
+            // The right marks under another name than the copy's.
+            _ => ("icr".to_string(), "default/all-icr-io".to_string()),
+        };
+        let padding = if i % 100 == 0 { 100_000 } else { 4_000 };
+        cluster
+            .api
+            .create(forged_copy(
+                "team-t",
+                &format!("forged-{i}"),
+                &credential,
+                &source,
+                padding,
+            ))
+            .await
+            .expect("forged secret");
+    }
+    // Everything the watch streams has been seen once a later event is: a real copy made in a
+    // namespace created after the flood.
+    cluster.namespace("team-u", json!({})).await;
+    wait_for_reference(&cluster, "team-u", "default", "all-icr-io").await;
+    eventually("the new copy to be indexed", || {
+        let index = index.clone();
+        async move { index.read().copy_count() == 2 }
+    })
+    .await;
+    let after_bytes = index.read().approx_bytes();
+    eprintln!("index: {before_bytes} bytes before the flood, {after_bytes} after");
+    // One more copy (and its namespace's strings) at most: the flood of 1,500 Secrets and
+    // about 7 MB of annotations left nothing behind.
+    assert!(
+        after_bytes < before_bytes + 4 * 1024,
+        "index grew from {before_bytes} to {after_bytes} bytes"
+    );
+    eventually("both copies to be counted", || async {
+        injector
+            .metric("pull_secret_injector_copies{credential=\"icr\",state=\"current\"}")
+            .await
+            == 2.0
+    })
+    .await;
+    assert_eq!(series(&injector.metrics().await), before_series);
+    assert_eq!(
+        injector
+            .metric("pull_secret_injector_copies{credential=\"icr\",state=\"source_missing\"}")
+            .await,
+        0.0
+    );
+
+    // A tampered copy, marks intact: restored to the source's content.
+    let mut tampered = cluster.secret("team-t", "all-icr-io").expect("copy");
+    let good = auth_of(&tampered);
+    let forged = json!({"auths": {"icr.io": {"auth": STANDARD.encode("tenant:stolen")}, "us.icr.io": {"auth": STANDARD.encode("tenant:stolen")}}});
+    tampered["data"][".dockerconfigjson"] = json!(STANDARD.encode(forged.to_string()));
+    cluster.api.replace(tampered).await.expect("tamper");
+    eventually("the tampered copy to be restored", || async {
+        cluster
+            .secret("team-t", "all-icr-io")
+            .is_some_and(|s| auth_of(&s) == good)
+    })
+    .await;
+
+    // Tampered and made immutable: cannot be restored; reported, and retried with backoff.
+    let mut frozen = cluster.secret("team-u", "all-icr-io").expect("copy");
+    frozen["data"][".dockerconfigjson"] = json!(STANDARD.encode(forged.to_string()));
+    frozen["immutable"] = json!(true);
+    cluster.api.replace(frozen).await.expect("freeze");
+    eventually("the copy to be counted unwritable", || async {
+        injector
+            .metric("pull_secret_injector_copies{credential=\"icr\",state=\"unwritable\"}")
+            .await
+            == 1.0
+    })
+    .await;
+    let attempts = || {
+        cluster
+            .api
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.user == INJECTOR
+                    && r.verb == "patch"
+                    && r.resource == "secrets"
+                    && r.namespace.as_deref() == Some("team-u")
+            })
+            .count()
+    };
+    let start = attempts();
+    // Passes run every 200 ms here; without backoff 4 s would see about 20 attempts.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let more = attempts() - start;
+    assert!(more <= 5, "{more} attempts in 4 s: not backing off");
+    injector.stop().await;
+}
+
+/// Admission warnings name nothing of another namespace: a broken credential whose source lives
+/// in the admin's namespace is named by credential only, and only to pods it concerns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_for_a_pod_name_nothing_of_another_namespace() {
+    let config = ICR_CONFIG.replace(
+        "serviceAccounts:",
+        "  - name: broken\n    secret: creds/broken\n    namespaces: {include: [\"team-*\"]}\nserviceAccounts:",
+    );
+    let cluster = icr_cluster(&config).await;
+    cluster.namespace("creds", json!({})).await;
+    let broken = json!({"auths": {"broken.example.com": {"auth": 12345}}});
+    cluster
+        .api
+        .create(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "broken", "namespace": "creds"},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": STANDARD.encode(broken.to_string())},
+        }))
+        .await
+        .expect("broken source");
+    cluster.namespace("team-w", json!({})).await;
+    cluster.runner("team-w").await;
+    let injector = cluster.start_injector().await;
+    let pod = cluster.create_pod("team-w", &["icr.io/a/b:1"]).await;
+    assert_eq!(pull_secrets(&pod), ["all-icr-io"]);
+    assert!(
+        last_pod_warnings(&cluster).is_empty(),
+        "{:?}",
+        last_pod_warnings(&cluster)
+    );
+    cluster
+        .create_pod("team-w", &["broken.example.com/a/b:1"])
+        .await;
+    let warnings = last_pod_warnings(&cluster);
+    assert_eq!(
+        warnings,
+        [
+            "pull-secret-injector: credential broken not injected: its source secret is not a valid pull secret; ask your cluster admin"
+        ]
+    );
+    // The admin reads the whole story in an Event on the ConfigMap, and in a metric.
+    eventually("an Event naming the source", || async {
+        cluster
+            .api
+            .list("events", Some(OWN_NAMESPACE))
+            .iter()
+            .any(|e| {
+                e["reason"] == "CredentialUnusable"
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("creds/broken"))
+            })
+    })
+    .await;
+    assert_eq!(
+        injector
+            .metric("pull_secret_injector_credential_problems{credential=\"broken\",reason=\"source_invalid\"}")
+            .await,
+        1.0
+    );
+    injector.stop().await;
+}
+
+/// A review for a namespace the injector does not know (forged, or for one that does not
+/// exist) is answered allowed, with no patch, and nothing is written for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_for_an_unknown_namespace_writes_nothing() {
+    let cluster = icr_cluster(ICR_PODS_ONLY).await;
+    let injector = cluster.start_injector().await;
+    cluster.api.clear_requests();
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "forged-1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "team-ghost", "operation": "CREATE",
+            "userInfo": {"username": "someone"},
+            "object": {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "team-ghost"},
+                "spec": {"containers": [{"name": "c", "image": "icr.io/a/b:1"}]},
+            },
+        },
+    });
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(injector.ca_pem.as_bytes()).expect("ca"),
+        )
+        .build()
+        .expect("client");
+    let url = format!(
+        "https://127.0.0.1:{}/mutate",
+        injector.running.admission_addr.port()
+    );
+    let answer: Value = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(review.to_string())
+        .send()
+        .await
+        .expect("review")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"]["patch"].is_null(), "{answer}");
+    assert!(
+        answer["response"]["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("not known")),
+        "{answer}"
+    );
+    let writes: Vec<_> = cluster
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| r.user == INJECTOR && r.verb != "list" && r.verb != "watch" && r.verb != "get")
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    injector.stop().await;
+}
+
+/// With --client-ca, kube-apiserver's calls carry its client certificate (AdmissionConfiguration
+/// kubeConfigFile) and are answered; without the certificate they are refused, and the
+/// webhook's failurePolicy Ignore lets the pod through uninjected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_keep_other_callers_out() {
+    let cluster = icr_cluster(ICR_PODS_ONLY).await;
+    cluster.namespace("team-c", json!({})).await;
+    cluster.runner("team-c").await;
+    let apiserver = certs::generate_client("kube-apiserver", 1).expect("client pair");
+    let dir = cluster.dir.path().join("client-ca");
+    certs::write(&dir, &apiserver, true).expect("write");
+    let ca = dir.join(certs::CA_FILE);
+    let injector =
+        Injector::launch(&cluster, "mtls", |args| args.client_ca = Some(ca), false).await;
+    injector.register(&cluster.api);
+    let pod = cluster.create_pod("team-c", &["icr.io/a/b:1"]).await;
+    assert!(pull_secrets(&pod).is_empty(), "no certificate presented");
+    cluster
+        .api
+        .set_webhook_client_identity(&apiserver.cert_pem, &apiserver.key_pem);
+    let pod = cluster.create_pod("team-c", &["icr.io/a/b:1"]).await;
+    assert_eq!(pull_secrets(&pod), ["all-icr-io"]);
+    injector.stop().await;
+}
+
+/// `prune: true` installed without `components/prune`: the delete is refused (403), the copy
+/// stays, and the injector backs off instead of retrying every pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_without_the_delete_grant_backs_off() {
+    let pruning = format!("{ICR_PODS_ONLY}prune: true\n");
+    let cluster = icr_cluster(&pruning).await;
+    cluster.namespace("team-d", json!({})).await;
+    cluster.runner("team-d").await;
+    let injector = cluster.start_injector().await;
+    cluster.create_pod("team-d", &["icr.io/a/b:1"]).await;
+    assert!(cluster.secret("team-d", "all-icr-io").is_some());
+    set_config(&cluster, &pruning.replace("team-*", "nobody-*")).await;
+    let denied = || {
+        cluster
+            .api
+            .requests()
+            .iter()
+            .filter(|r| r.user == INJECTOR && r.verb == "delete" && r.status == 403)
+            .count()
+    };
+    eventually("a refused delete", || async { denied() > 0 }).await;
+    let start = denied();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let more = denied() - start;
+    assert!(more <= 5, "{more} deletes in 4 s: not backing off");
+    assert!(cluster.secret("team-d", "all-icr-io").is_some());
+    injector.stop().await;
 }

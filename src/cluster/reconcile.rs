@@ -203,11 +203,32 @@ pub fn plan_copies(catalog: &Catalog, ix: &Indexes, seen: &BTreeSet<String>) -> 
     plan
 }
 
-/// A copy whose update was refused: when to try again, and how often it failed.
+/// A copy whose update or delete was refused: when to try again, and how often it failed.
 #[derive(Debug, Clone)]
 struct Refused {
     attempts: u32,
     next: Instant,
+}
+
+impl Refused {
+    /// Counts one more refusal and sets the next try: `retry` doubled per refusal, capped.
+    fn refused(
+        map: &mut HashMap<(String, String), Refused>,
+        key: (String, String),
+        now: Instant,
+        retry: Duration,
+    ) -> (u32, Duration) {
+        let entry = map.entry(key).or_insert(Refused {
+            attempts: 0,
+            next: now,
+        });
+        entry.attempts += 1;
+        let backoff = retry
+            .saturating_mul(1 << entry.attempts.min(16))
+            .min(MAX_UPDATE_BACKOFF);
+        entry.next = now + backoff;
+        (entry.attempts, backoff)
+    }
 }
 
 /// What the loop remembers between passes.
@@ -223,6 +244,8 @@ struct Memory {
     retry_namespaces: BTreeSet<String>,
     /// Copies whose update was refused, by namespace and name.
     refused: HashMap<(String, String), Refused>,
+    /// Unwanted copies whose delete was refused (prune without the delete grant, say).
+    refused_deletes: HashMap<(String, String), Refused>,
     /// Every source a catalog of this process prepared.
     seen_sources: BTreeSet<String>,
 }
@@ -342,6 +365,11 @@ async fn sync_copies(
 ) {
     let plan = plan_copies(catalog, &shared.index.read(), &memory.seen_sources);
     let now = Instant::now();
+    let retry = shared
+        .args
+        .options
+        .retry_interval
+        .max(Duration::from_millis(100));
 
     // Copies whose update was refused wait out their backoff, and are counted apart.
     let stale: BTreeSet<(String, String)> = plan
@@ -447,16 +475,9 @@ async fn sync_copies(
                 }
                 Ok(false) => {}
                 Err(reason) => {
-                    let refused = memory.refused.entry(key).or_insert(Refused {
-                        attempts: 0,
-                        next: now,
-                    });
-                    refused.attempts += 1;
-                    let backoff = retry
-                        .saturating_mul(1 << refused.attempts.min(16))
-                        .min(MAX_UPDATE_BACKOFF);
-                    refused.next = now + backoff;
-                    if refused.attempts == 1 {
+                    let (attempts, backoff) =
+                        Refused::refused(&mut memory.refused, key, now, retry);
+                    if attempts == 1 {
                         tracing::warn!(
                             namespace = %ns,
                             secret = %source.copy_name,
@@ -467,7 +488,7 @@ async fn sync_copies(
                         tracing::debug!(
                             namespace = %ns,
                             secret = %source.copy_name,
-                            attempts = refused.attempts,
+                            attempts,
                             "copy still not updated, next try in {backoff:?}: {reason}"
                         );
                     }
@@ -478,15 +499,42 @@ async fn sync_copies(
             tracing::info!(credential = %credential, copies = n, "copies updated to their source's content");
         }
     }
+    let unwanted: BTreeSet<(String, String)> = plan
+        .deletes
+        .iter()
+        .map(|(ns, name, _)| (ns.clone(), name.clone()))
+        .collect();
+    memory.refused_deletes.retain(|k, _| unwanted.contains(k));
     for (ns, name, rv) in &plan.deletes {
+        let key = (ns.clone(), name.clone());
+        if memory
+            .refused_deletes
+            .get(&key)
+            .is_some_and(|r| r.next > now)
+        {
+            continue;
+        }
         match writer.delete(ns, name, rv).await {
-            Ok(true) => tracing::info!(namespace = %ns, secret = %name, "unwanted copy pruned"),
+            Ok(true) => {
+                memory.refused_deletes.remove(&key);
+                tracing::info!(namespace = %ns, secret = %name, "unwanted copy pruned");
+            }
             Ok(false) => {}
-            Err(reason) => tracing::warn!(
-                namespace = %ns,
-                secret = %name,
-                "unwanted copy not pruned, retrying later: {reason}"
-            ),
+            Err(reason) => {
+                let (attempts, _) = Refused::refused(&mut memory.refused_deletes, key, now, retry);
+                if attempts == 1 {
+                    let hint = if reason.starts_with("403") {
+                        " (prune: true needs the delete grant of manifests/components/prune)"
+                    } else {
+                        ""
+                    };
+                    tracing::warn!(
+                        namespace = %ns,
+                        secret = %name,
+                        "unwanted copy not pruned, retrying with backoff{hint}: {reason}"
+                    );
+                }
+            }
         }
     }
 }
