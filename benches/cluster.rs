@@ -1,5 +1,5 @@
 //! Cluster-mode benchmark, against the project's in-process fake kube-apiserver
-//! (`tests/support/`) with a fixed latency added to every API request. The injector runs as
+//! (`crates/fake-apiserver`) with a fixed latency added to every API request. The injector runs as
 //! it is deployed: the release binary as a child process, through a kubeconfig, with its
 //! default flags (client-side rate limit 50 requests/s, burst 100).
 //!
@@ -17,9 +17,6 @@
 //! `CLUSTER_LATENCY_MS` (5) sets the added latency. `CLUSTER_STRICT=1` makes a missed target
 //! exit with status 1.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,11 +27,11 @@ use base64::engine::general_purpose::STANDARD;
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Value, json};
 
+use fake_apiserver::{FakeApiServer, Fault, FaultKind};
 use pull_secret_injector::certs;
 use pull_secret_injector::config::Config;
 use pull_secret_injector::policy::{Catalog, PreparedSource};
 use pull_secret_injector::state::ClusterState;
-use support::{FakeApiServer, Fault, FaultKind};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pull-secret-injector");
 const OWN: &str = "pull-secret-injector";

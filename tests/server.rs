@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use fake_apiserver::eventually;
 use pull_secret_injector::certs;
 use pull_secret_injector::cli::DEFAULT_OWN_NAMESPACE;
 use pull_secret_injector::daemon::{self, Running, ServeArgs, TlsSource};
@@ -677,22 +678,6 @@ async fn metric_value(server: &Server, line_prefix: &str) -> Option<f64> {
         .find(|l| l.starts_with(line_prefix))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-}
-
-/// Polls `check` until it holds; fails after 30 s. Waits for an outcome, not for a duration.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,16 +20,6 @@ pub(crate) enum EventType {
     Deleted,
 }
 
-impl EventType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Added => "ADDED",
-            EventType::Modified => "MODIFIED",
-            EventType::Deleted => "DELETED",
-        }
-    }
-}
-
 /// A committed change. `prev` is the object before a modification, which selector-filtered
 /// watches need to tell "stopped matching" from "never matched".
 #[derive(Debug)]

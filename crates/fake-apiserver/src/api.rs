@@ -8,9 +8,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use super::admission;
-use super::meta::{
-    ResourceInfo, by_resource, meta_mut, meta_str, name_suffix, new_uid, now, partial,
-};
+use super::meta::{ResourceInfo, meta_mut, meta_str, name_suffix, new_uid, now, partial};
 use super::patch::{PatchKind, apply_patch, check_applied, parse_apply};
 use super::rbac::UserInfo;
 use super::selectors::{FieldSelector, LabelSelector};
@@ -401,6 +399,18 @@ pub(crate) fn delete(
         obj["status"] = json!({"phase": "Terminating"});
         if ctx.dry_run {
             return Ok(obj);
+        }
+        if core
+            .finish_namespaces
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let core = core.clone();
+            let name = name.to_string();
+            runtime.spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                core.finish_namespace(&name);
+            });
         }
         return Ok(store.put(key(info.resource, &ns, name), obj));
     }

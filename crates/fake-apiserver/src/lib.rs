@@ -31,7 +31,7 @@
 //! [`FakeApiServer::hold_default_service_accounts`]), and webhook calls can present a client
 //! certificate ([`FakeApiServer::set_webhook_client_identity`]).
 //!
-//! [`SEMANTICS.md`](./SEMANTICS.md), next to this file, lists every behaviour the injector
+//! [`SEMANTICS.md`](../SEMANTICS.md), at the root of this crate, lists every behaviour the injector
 //! relies on with the Kubernetes source that defines it, what the fake does, and the test that
 //! proves it.
 //!
@@ -96,6 +96,7 @@ mod controllers;
 mod faults;
 mod http;
 mod meta;
+pub mod objects;
 mod patch;
 mod rbac;
 mod schema;
@@ -115,6 +116,24 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use serde_json::Value;
 
 pub use faults::{Fault, FaultId, FaultKind};
+pub use tls::{TestPair, test_pair};
+
+/// Polls `check` until it holds; panics naming `what` after 30 s. Tests wait on outcomes this
+/// way, never on durations.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
 pub use status::Status;
 
 use api::Ctx;
@@ -173,6 +192,27 @@ pub(crate) struct Core {
     /// The client certificates webhook calls present, by kubeconfig user name (`host:port`,
     /// `host`, `*.domain`, `*`), as the AdmissionConfiguration's `kubeConfigFile` names them.
     pub webhook_identities: Mutex<HashMap<String, admission::ClientIdentity>>,
+    /// Whether terminating namespaces are emptied and removed moments after their delete, as
+    /// kube-controller-manager's namespace controller does (off: tests finish them by hand).
+    pub finish_namespaces: std::sync::atomic::AtomicBool,
+}
+
+impl Core {
+    /// What the namespace controller does for a terminating namespace: deletes everything in
+    /// it (with DELETED events), then the namespace itself.
+    pub(crate) fn finish_namespace(&self, name: &str) {
+        let mut store = lock(&self.store);
+        let keys: Vec<store::Key> = store
+            .objects
+            .keys()
+            .filter(|(_, ns, _)| ns == name)
+            .cloned()
+            .collect();
+        for key in keys {
+            store.remove(&key);
+        }
+        store.remove(&store::key("namespaces", "", name));
+    }
 }
 
 /// A poisoned lock only means another test thread panicked; the data is still what we want.
@@ -220,6 +260,7 @@ impl FakeApiServer {
             services: Mutex::new(HashMap::new()),
             sa_controller: Mutex::new(controllers::SaController::default()),
             sa_wakeup: tokio::sync::Notify::new(),
+            finish_namespaces: std::sync::atomic::AtomicBool::new(false),
             webhook_identities: Mutex::new(HashMap::new()),
             faults: Mutex::new(faults::Faults::default()),
             shutdown: shutdown_rx,
@@ -419,17 +460,15 @@ impl FakeApiServer {
     /// What the namespace controller does for a terminating namespace: deletes everything in
     /// it (with DELETED events), then the namespace itself.
     pub fn finish_namespace_deletion(&self, name: &str) {
-        let mut store = lock(&self.core.store);
-        let keys: Vec<store::Key> = store
-            .objects
-            .keys()
-            .filter(|(_, ns, _)| ns == name)
-            .cloned()
-            .collect();
-        for key in keys {
-            store.remove(&key);
-        }
-        store.remove(&store::key("namespaces", "", name));
+        self.core.finish_namespace(name);
+    }
+
+    /// Whether terminating namespaces are finished by the fake itself, a moment after their
+    /// delete, as the namespace controller does (the standalone server turns it on).
+    pub fn finish_namespace_deletions_automatically(&self, on: bool) {
+        self.core
+            .finish_namespaces
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn get(&self, resource: &str, namespace: Option<&str>, name: &str) -> Option<Value> {

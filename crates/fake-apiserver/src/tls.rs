@@ -51,3 +51,47 @@ pub(crate) fn serving_cert() -> ServingCert {
         config: Arc::new(config),
     }
 }
+
+/// A CA and a certificate it signed, as PEM: for tests that serve or present TLS themselves.
+#[derive(Debug, Clone)]
+pub struct TestPair {
+    /// The CA certificate.
+    pub ca_pem: String,
+    /// The leaf certificate.
+    pub cert_pem: String,
+    /// The leaf's private key (PKCS#8).
+    pub key_pem: String,
+}
+
+/// Makes a [`TestPair`] whose leaf serves (and, as client, presents) `names`: an IP address
+/// becomes an IP SAN, anything else a DNS SAN; the first is the common name.
+pub fn test_pair(names: &[&str]) -> TestPair {
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name = DistinguishedName::new();
+    ca.distinguished_name
+        .push(DnType::CommonName, "fake test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("CA key");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::default();
+    for name in names {
+        leaf.subject_alt_names
+            .push(match name.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName((*name).try_into().expect("DNS name")),
+            });
+    }
+    leaf.distinguished_name = DistinguishedName::new();
+    leaf.distinguished_name
+        .push(DnType::CommonName, names.first().copied().unwrap_or("test"));
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let leaf_cert = leaf
+        .signed_by(&leaf_key, &issuer)
+        .expect("leaf certificate");
+    TestPair {
+        ca_pem: ca_cert.pem(),
+        cert_pem: leaf_cert.pem(),
+        key_pem: leaf_key.serialize_pem(),
+    }
+}

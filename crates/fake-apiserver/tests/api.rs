@@ -2,13 +2,15 @@
 //! kube's own client, watchers and patch types, so that end-to-end tests of the webhook against
 //! it mean something.
 
-mod support;
-
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fake_apiserver::objects::{
+    config_map, dockerconfigjson_secret, namespace, pod, registry_auth, service_account,
+    webhook_config,
+};
+use fake_apiserver::{FakeApiServer, Fault, FaultKind, eventually};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
@@ -18,11 +20,6 @@ use kube::api::{
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
-use support::objects::{
-    config_map, dockerconfigjson_secret, namespace, pod, registry_auth, service_account,
-    webhook_config,
-};
-use support::{FakeApiServer, Fault, FaultKind};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -39,22 +36,6 @@ async fn client(server: &FakeApiServer, token: &str) -> kube::Client {
 
 async fn admin(server: &FakeApiServer) -> kube::Client {
     client(server, FakeApiServer::ADMIN_TOKEN).await
-}
-
-/// Polls until `check` holds; outcomes are awaited, never assumed after a sleep.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < DEADLINE {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// The Status of a failed kube call.
@@ -830,12 +811,12 @@ async fn rbac_allows_and_denies_service_accounts() {
 async fn webhook(patch: Value) -> (String, String) {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
-    use rustls_pki_types::pem::PemObject;
-    let g = pull_secret_injector::certs::generate(&["127.0.0.1".to_string()], 1).unwrap();
-    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(g.cert_pem.as_bytes())
+    use rustls::pki_types::pem::PemObject;
+    let g = fake_apiserver::test_pair(&["127.0.0.1"]);
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(g.cert_pem.as_bytes())
         .collect::<Result<_, _>>()
         .unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(g.key_pem.as_bytes()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(g.key_pem.as_bytes()).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -1520,9 +1501,7 @@ async fn webhooks_trust_the_ca_bundle_stored_at_each_call() {
         webhook(json!([{"op": "add", "path": "/metadata/labels", "value": {"injected": "yes"}}]))
             .await;
     // Another CA: what the webhook signed with before a renewal, say.
-    let wrong_ca = pull_secret_injector::certs::generate(&["127.0.0.1".to_string()], 1)
-        .unwrap()
-        .ca_pem;
+    let wrong_ca = fake_apiserver::test_pair(&["127.0.0.1"]).ca_pem;
     server.register_webhook(webhook_config("injector", &url, &wrong_ca, "Ignore"));
     let pods: Api<Pod> = Api::namespaced(client.clone(), "tls");
     let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
@@ -1826,7 +1805,11 @@ async fn every_patch_type_merges_the_maps_the_injector_writes() {
     make_namespace(&server, "maps", &[]).await;
     default_service_account(&server, "maps").await;
     server
-        .create(support::objects::opaque_secret("maps", "s", &[("k1", "1")]))
+        .create(fake_apiserver::objects::opaque_secret(
+            "maps",
+            "s",
+            &[("k1", "1")],
+        ))
         .await
         .unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "maps");
@@ -2121,7 +2104,7 @@ async fn immutable_secret_data_cannot_change() {
     let server = FakeApiServer::start().await;
     let client = admin(&server).await;
     make_namespace(&server, "im", &[]).await;
-    let mut frozen = support::objects::opaque_secret("im", "frozen", &[("k", "v")]);
+    let mut frozen = fake_apiserver::objects::opaque_secret("im", "frozen", &[("k", "v")]);
     frozen["immutable"] = json!(true);
     server.create(frozen).await.unwrap();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "im");
@@ -2239,7 +2222,7 @@ async fn string_data_is_merged_into_data() {
             .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
             .collect()
     };
-    let mut s = support::objects::opaque_secret("sd", "s", &[("a", "1"), ("b", "old")]);
+    let mut s = fake_apiserver::objects::opaque_secret("sd", "s", &[("a", "1"), ("b", "old")]);
     s["stringData"] = json!({"b": "new", "c": "3"});
     let created = secrets
         .create(&PostParams::default(), &typed(s))
@@ -2421,12 +2404,12 @@ struct Seen {
 async fn recording_webhook(client_ca: Option<Vec<u8>>) -> (String, String, Arc<Mutex<Vec<Seen>>>) {
     use http_body_util::{BodyExt, Full};
     use hyper::body::Bytes;
-    use rustls_pki_types::pem::PemObject;
-    let g = pull_secret_injector::certs::generate(&["127.0.0.1".to_string()], 1).unwrap();
-    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(g.cert_pem.as_bytes())
+    use rustls::pki_types::pem::PemObject;
+    let g = fake_apiserver::test_pair(&["127.0.0.1"]);
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(g.cert_pem.as_bytes())
         .collect::<Result<_, _>>()
         .unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(g.key_pem.as_bytes()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(g.key_pem.as_bytes()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -2435,7 +2418,7 @@ async fn recording_webhook(client_ca: Option<Vec<u8>>) -> (String, String, Arc<M
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             roots
-                .add(rustls_pki_types::CertificateDer::from(ca))
+                .add(rustls::pki_types::CertificateDer::from(ca))
                 .unwrap();
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
@@ -2632,7 +2615,7 @@ async fn webhooks_see_admission_order_and_dry_run() {
         dry_run: true,
         ..Default::default()
     };
-    let mut s = support::objects::opaque_secret("ar", "dry", &[("k", "v")]);
+    let mut s = fake_apiserver::objects::opaque_secret("ar", "dry", &[("k", "v")]);
     s["stringData"] = json!({"s": "x"});
     Api::<Secret>::namespaced(client.clone(), "ar")
         .create(&dry, &typed(s))
@@ -2728,7 +2711,7 @@ async fn field_selectors_pin_name_and_namespace_on_every_resource() {
     }
     for (ns, name) in [("fs", "one"), ("fs", "two"), ("fs2", "one")] {
         server
-            .create(support::objects::opaque_secret(ns, name, &[]))
+            .create(fake_apiserver::objects::opaque_secret(ns, name, &[]))
             .await
             .unwrap();
         server.create(service_account(ns, name, &[])).await.unwrap();
