@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use pull_secret_injector::admission;
 use pull_secret_injector::config::Config;
-use pull_secret_injector::image::ImageRef;
+use pull_secret_injector::registry::image::ImageRef;
 use pull_secret_injector::policy::{Catalog, Subject, SubjectKind};
 use pull_secret_injector::state::{ClusterState, NamespaceInfo};
 

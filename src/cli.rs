@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::admission;
 use crate::config::{Config, ConfigError};
-use crate::image::ImageRef;
+use crate::registry::image::ImageRef;
 use crate::policy::{Catalog, Decision, ImageReport, Subject, SubjectKind};
 use crate::state::{ClusterState, ClusterView, NamespaceInfo};
 

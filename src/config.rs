@@ -9,8 +9,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::glob::Glob;
-use crate::keyring::{KeyError, RegistryKey};
+use crate::registry::glob::Glob;
+use crate::registry::keyring::{KeyError, RegistryKey};
 
 /// The ConfigMap data key that holds the configuration.
 pub const CONFIG_KEY: &str = "config.yaml";
@@ -52,7 +52,7 @@ impl Credential {
     pub fn selects(&self, key: &RegistryKey) -> bool {
         match &self.registries {
             None => true,
-            Some(patterns) => match crate::keyring::Location::parse(key.normalized()) {
+            Some(patterns) => match crate::registry::keyring::Location::parse(key.normalized()) {
                 Ok(location) => patterns.iter().any(|p| p.matches(&location)),
                 Err(_) => false,
             },

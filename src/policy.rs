@@ -15,9 +15,9 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::config::{Config, Credential, PROTECTED_NAMESPACES, Source};
-use crate::dockerconfig::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, DockerConfig};
-use crate::image::ImageRef;
-use crate::keyring::{Keyring, RegistryKey};
+use crate::registry::dockerconfig::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, DockerConfig};
+use crate::registry::image::ImageRef;
+use crate::registry::keyring::{Keyring, RegistryKey};
 use crate::marks::{OPT_OUT_KEY, copy_annotations, copy_labels};
 use crate::state::{ClusterView, NamespaceInfo};
 
@@ -617,7 +617,7 @@ fn prepare(
     let full = DockerConfig::from_secret(secret).map_err(|e| CredentialProblem {
         reason: WarningReason::SourceInvalid,
         message: format!("credential {}: {e}", credential.name),
-        keys: crate::dockerconfig::registry_keys_of(secret).map(|keys| {
+        keys: crate::registry::dockerconfig::registry_keys_of(secret).map(|keys| {
             keys.iter()
                 .filter_map(|k| RegistryKey::parse(k).ok())
                 .collect()
@@ -852,14 +852,14 @@ impl<'c> Run<'c> {
                 return false;
             };
             let name = image.name();
-            let target = crate::keyring::Location::of_image(&image, name);
+            let target = crate::registry::keyring::Location::of_image(&image, name);
             match (&credential.registries, &problem.keys) {
-                (Some(patterns), _) => crate::keyring::Location::parse(name)
+                (Some(patterns), _) => crate::registry::keyring::Location::parse(name)
                     .is_ok_and(|loc| patterns.iter().any(|p| p.matches(&loc))),
                 (None, Some(keys)) => keys.iter().any(|k| {
                     k.matches(&target)
                         || k.is_default_registry()
-                            && crate::keyring::is_default_registry_match(name)
+                            && crate::registry::keyring::is_default_registry_match(name)
                 }),
                 (None, None) => false,
             }
@@ -966,7 +966,7 @@ impl<'c> Run<'c> {
 
     fn match_image(&mut self, raw: &str, image: &ImageRef) -> ImageReport {
         let name = image.name();
-        let target = crate::keyring::Location::of_image(image, name);
+        let target = crate::registry::keyring::Location::of_image(image, name);
         // kubelet's keyring holds every secret the pod will reference; a blocked copy will not
         // be referenced, so it must not hide the Docker Hub fallback either.
         let catalog = self.catalog;

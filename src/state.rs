@@ -9,7 +9,7 @@ use base64::Engine;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use serde::Deserialize;
 
-use crate::dockerconfig::{DOCKER_CONFIG_JSON_KEY, content_hash_of};
+use crate::registry::dockerconfig::{DOCKER_CONFIG_JSON_KEY, content_hash_of};
 use crate::marks::{CopyMarks, is_managed};
 
 /// What the decision needs to know about a namespace.

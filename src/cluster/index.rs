@@ -16,8 +16,8 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 
 use crate::config::Config;
-use crate::dockerconfig::{DOCKER_CONFIG_JSON_KEY, content_hash_of};
-use crate::glob::Glob;
+use crate::registry::dockerconfig::{DOCKER_CONFIG_JSON_KEY, content_hash_of};
+use crate::registry::glob::Glob;
 use crate::marks::{CopyMarks, CopyRules, INJECTED_ANNOTATION};
 use crate::state::{ClusterView, NamespaceInfo, Occupant};
 

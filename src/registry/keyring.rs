@@ -4,15 +4,15 @@
 //! (`BasicDockerKeyring.Add`, `Lookup`, `ParseSchemelessURL`, `SplitURL`, `URLsMatch`,
 //! `isDefaultRegistryMatch`), including its quirks, because the injector must inject exactly the
 //! secrets kubelet will use: no fewer (the pull fails) and no more (a credential leaks). Go's URL
-//! parser, which decides which keys kubelet can use at all, is ported in [`crate::gourl`].
+//! parser, which decides which keys kubelet can use at all, is ported in [`crate::registry::gourl`].
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
 
-use crate::glob::{Glob, GlobError};
-use crate::gourl;
+use crate::registry::glob::{Glob, GlobError};
+use crate::registry::gourl;
 
 /// The host kubelet falls back to for Docker Hub images when no key matched.
 pub const DEFAULT_REGISTRY_HOST: &str = "index.docker.io";
@@ -289,7 +289,7 @@ impl<'a> Location<'a> {
     /// (`%`, `?`, `#`, `@`, controls, a second colon), so the split is done directly, except
     /// for an IPv6 literal, which Go also checks with `netip.ParseAddr` (the grammar takes
     /// `[ABC]`, Go does not).
-    pub fn of_image(image: &crate::image::ImageRef, name: &'a str) -> Location<'a> {
+    pub fn of_image(image: &crate::registry::image::ImageRef, name: &'a str) -> Location<'a> {
         let domain = image.domain();
         if domain.is_empty() || !name.starts_with(domain) || domain.starts_with('[') {
             // An empty domain (upstream's `a_b.c/d` quirk) or an IPv6 literal: let the general
@@ -798,7 +798,7 @@ mod tests {
             "[ABC]/x",
             "[1:2]:5000/x",
         ] {
-            let image = crate::image::ImageRef::parse(reference).unwrap();
+            let image = crate::registry::image::ImageRef::parse(reference).unwrap();
             let name = image.name();
             assert_eq!(
                 Location::of_image(&image, name),
@@ -834,7 +834,7 @@ mod tests {
                 ring.add(k, *raw);
             }
         }
-        let image = crate::image::ImageRef::parse(image).unwrap_or_else(|e| panic!("{e}"));
+        let image = crate::registry::image::ImageRef::parse(image).unwrap_or_else(|e| panic!("{e}"));
         let name = image.name();
         let target = Location::of_image(&image, name);
         ring.lookup_at(name, &target, |_| true)

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::keyring::redact_key;
+use crate::registry::keyring::redact_key;
 
 /// Secret type of `.dockerconfigjson` pull secrets.
 pub const DOCKER_CONFIG_JSON_TYPE: &str = "kubernetes.io/dockerconfigjson";
