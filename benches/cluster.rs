@@ -31,7 +31,7 @@ use fake_apiserver::{FakeApiServer, Fault, FaultKind};
 use pull_secret_injector::certs;
 use pull_secret_injector::config::Config;
 use pull_secret_injector::policy::{Catalog, PreparedSource};
-use pull_secret_injector::state::ClusterState;
+use pull_secret_injector::view::ClusterState;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pull-secret-injector");
 const OWN: &str = "pull-secret-injector";

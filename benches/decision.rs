@@ -17,9 +17,9 @@ use serde::Deserialize;
 
 use pull_secret_injector::admission;
 use pull_secret_injector::config::Config;
-use pull_secret_injector::registry::image::ImageRef;
 use pull_secret_injector::policy::{Catalog, Subject, SubjectKind};
-use pull_secret_injector::state::{ClusterState, NamespaceInfo};
+use pull_secret_injector::registry::image::ImageRef;
+use pull_secret_injector::view::{ClusterState, NamespaceInfo};
 
 const CREDENTIALS: usize = 100;
 

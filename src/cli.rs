@@ -12,9 +12,9 @@ use serde::Serialize;
 
 use crate::admission;
 use crate::config::{Config, ConfigError};
-use crate::registry::image::ImageRef;
 use crate::policy::{Catalog, Decision, ImageReport, Subject, SubjectKind};
-use crate::state::{ClusterState, ClusterView, NamespaceInfo};
+use crate::registry::image::ImageRef;
+use crate::view::{ClusterState, ClusterView, NamespaceInfo};
 
 /// The namespace the injector runs in when `POD_NAMESPACE` is not set.
 pub const DEFAULT_OWN_NAMESPACE: &str = "pull-secret-injector";
@@ -40,7 +40,7 @@ pub enum CliError {
     },
     /// A cluster manifest is invalid.
     #[error(transparent)]
-    Manifest(#[from] crate::state::ManifestError),
+    Manifest(#[from] crate::view::ManifestError),
     /// The AdmissionReview input is invalid.
     #[error("{origin}: {source}")]
     Review {

@@ -11,13 +11,13 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::ClusterArgs;
 pub use crate::cluster::ClusterOptions;
-use crate::cluster::index::ClusterIndex;
 use crate::cluster::self_signed::{self, SelfSignedArgs};
 use crate::file_source::FileSource;
 use crate::metrics::Metrics;
 use crate::reload;
 use crate::server::{self, App, Limits, ServeError};
 use crate::tls::{Reload, ServingCert};
+use crate::view::live::ClusterIndex;
 
 /// Everything `serve` is told on its command line.
 #[derive(Debug, Clone)]

@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use crate::admission::slot::{Snapshot, View};
 use crate::cli::{CliError, collect_files};
 use crate::config::Config;
 use crate::policy::Catalog;
 use crate::reload::Fingerprint;
-use crate::snapshot::{Snapshot, View};
-use crate::state::ClusterState;
+use crate::view::ClusterState;
 
 /// The config file and cluster manifests a file-mode server serves from.
 #[derive(Debug)]

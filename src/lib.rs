@@ -15,7 +15,7 @@ pub mod redact;
 pub mod registry;
 pub mod reload;
 pub mod server;
-pub mod snapshot;
-pub mod state;
+
 pub mod telemetry;
 pub mod tls;
+pub mod view;

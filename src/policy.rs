@@ -15,11 +15,13 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::config::{Config, Credential, PROTECTED_NAMESPACES, Source};
-use crate::registry::dockerconfig::{DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, DockerConfig};
+use crate::marks::{OPT_OUT_KEY, copy_annotations, copy_labels};
+use crate::registry::dockerconfig::{
+    DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, DockerConfig,
+};
 use crate::registry::image::ImageRef;
 use crate::registry::keyring::{Keyring, RegistryKey};
-use crate::marks::{OPT_OUT_KEY, copy_annotations, copy_labels};
-use crate::state::{ClusterView, NamespaceInfo};
+use crate::view::{ClusterView, NamespaceInfo};
 
 /// A source secret, filtered and ready to be copied or matched.
 #[derive(Clone)]
@@ -1143,7 +1145,7 @@ impl<'c> Run<'c> {
 mod tests {
     use super::*;
     use crate::marks::*;
-    use crate::state::ClusterState;
+    use crate::view::ClusterState;
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD;
 

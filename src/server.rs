@@ -29,13 +29,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::admission::slot::{Snapshot, View};
 use crate::admission::{self, Reviewed};
 use crate::config::Config;
 use crate::metrics::{Metrics, Outcome, RequestLabels};
 use crate::policy::Catalog;
-use crate::snapshot::{Snapshot, View};
-use crate::state::ClusterState;
 use crate::tls::{ClientCa, ServingCert, TlsError};
+use crate::view::ClusterState;
 
 /// Bounds on what one client can make the server hold or wait for.
 #[derive(Debug, Clone)]

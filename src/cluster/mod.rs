@@ -6,7 +6,6 @@
 //! make the copies they need through the [`writer`]. The [`reconcile`] loop keeps copies equal
 //! to their sources, backfills ServiceAccounts and prunes.
 
-pub mod index;
 pub mod reconcile;
 pub mod self_signed;
 mod watches;
@@ -28,14 +27,14 @@ use kube::{Api, Client};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::admission::slot::{Snapshot, View};
 use crate::config::{CONFIG_KEY, Config, DEFAULT_CONFIG_MAP, Source};
 use crate::metrics::Metrics;
 use crate::policy::Catalog;
 use crate::reload::Fingerprint;
 use crate::server::App;
-use crate::snapshot::{Snapshot, View};
 
-use index::{ClusterIndex, Feed, IndexRules};
+use crate::view::live::{self, ClusterIndex, Feed, IndexRules};
 
 /// The field manager of every write, so that the injector's fields are told apart from others'.
 pub const FIELD_MANAGER: &str = "pull-secret-injector";
@@ -457,7 +456,7 @@ impl Shared {
     fn follow_config(self: &Arc<Self>, config: &Config) {
         let relist = self.index.write().set_rules(IndexRules::of(config));
         let mut wanted = source_feeds(config);
-        wanted.extend(index::service_account_feeds(config));
+        wanted.extend(live::service_account_feeds(config));
         wanted.insert(Feed::Copies);
         let mut feeds = lock(&self.feeds);
         let stale: Vec<Feed> = feeds
@@ -493,7 +492,7 @@ impl Shared {
     /// that would miss the ServiceAccounts not listed yet (it runs again when they are).
     fn service_accounts_synced(&self, config: &Config) -> bool {
         let ix = self.index.read();
-        index::service_account_feeds(config)
+        live::service_account_feeds(config)
             .iter()
             .all(|f| ix.is_synced(f))
     }
@@ -615,7 +614,7 @@ impl crate::server::NamespaceWait for NamespaceWaiter {
             let bound = NAMESPACE_WAIT.min(shared.args.options.copy_timeout);
             let mut seen = shared.namespaces_seen.subscribe();
             let known =
-                || crate::state::ClusterView::namespace(&*shared.index.read(), namespace).is_some();
+                || crate::view::ClusterView::namespace(&*shared.index.read(), namespace).is_some();
             let wait = async {
                 loop {
                     if known() {

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::sync::Notify;
 
-use super::index::Indexes;
 use super::writer::{Budget, Made, Writer};
 use super::{Shared, lock};
 use crate::config::Source;
 use crate::policy::{Catalog, CopyRequest, PreparedSource, Subject, SubjectKind};
-use crate::state::ClusterView;
+use crate::view::ClusterView;
+use crate::view::live::Indexes;
 
 /// Writes the reconciler keeps in flight at once: enough to hide API latency, few enough to
 /// leave room for admissions under the rate limit.
@@ -743,9 +743,9 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
-    use crate::cluster::index::{Feed, IndexRules};
     use crate::config::Config;
-    use crate::state::NamespaceInfo;
+    use crate::view::NamespaceInfo;
+    use crate::view::live::{Feed, IndexRules};
 
     const CONFIG: &str = r#"
 credentials:

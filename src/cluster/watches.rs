@@ -14,9 +14,9 @@ use kube::runtime::watcher::{self, Event, watcher};
 use tokio::task::JoinHandle;
 
 use super::Shared;
-use super::index::{Feed, Stored};
 use crate::marks::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-use crate::state::NamespaceInfo;
+use crate::view::NamespaceInfo;
+use crate::view::live::{Feed, Stored};
 
 /// Runs the stream `open` makes, hands each event to `handle`, and starts over after
 /// `resync`. Errors are counted, and logged once until the watch recovers.
@@ -95,7 +95,7 @@ pub(super) async fn namespaces(shared: Arc<Shared>) {
                     }
                     Event::Apply(ns) => {
                         if let Some(info) = NamespaceInfo::from_namespace(&ns) {
-                            let before = crate::state::ClusterView::namespace(&*ix, &info.name);
+                            let before = crate::view::ClusterView::namespace(&*ix, &info.name);
                             // A new namespace, or one whose labels may change its scope.
                             if before.is_none_or(|b| {
                                 b.labels != info.labels || b.annotations != info.annotations

@@ -26,9 +26,9 @@ use tokio::sync::OnceCell;
 
 use super::{FIELD_MANAGER, Shared, lock};
 use crate::admission::Pending;
-use crate::registry::dockerconfig::DOCKER_CONFIG_JSON_KEY;
 use crate::marks::{CopyMarks, INJECTED_ANNOTATION, copy_annotations, injected_names, is_managed};
 use crate::policy::{CopyRequest, PreparedSource, Warning, WarningReason};
+use crate::registry::dockerconfig::DOCKER_CONFIG_JSON_KEY;
 use crate::server::CopyMaker;
 
 /// Whose rate budget a write spends.
@@ -199,7 +199,9 @@ impl Writer {
             .data
             .as_ref()
             .and_then(|d| d.get(DOCKER_CONFIG_JSON_KEY))
-            .is_some_and(|d| crate::registry::dockerconfig::content_hash_of(&d.0) == request.source.hash);
+            .is_some_and(|d| {
+                crate::registry::dockerconfig::content_hash_of(&d.0) == request.source.hash
+            });
         if ours || same_content {
             Made::Ready
         } else {

@@ -834,7 +834,8 @@ mod tests {
                 ring.add(k, *raw);
             }
         }
-        let image = crate::registry::image::ImageRef::parse(image).unwrap_or_else(|e| panic!("{e}"));
+        let image =
+            crate::registry::image::ImageRef::parse(image).unwrap_or_else(|e| panic!("{e}"));
         let name = image.name();
         let target = Location::of_image(&image, name);
         ring.lookup_at(name, &target, |_| true)

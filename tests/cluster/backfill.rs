@@ -11,7 +11,7 @@ use crate::harness::{Cluster, Injector, eventually, pull_secrets};
 use crate::{ICR_CONFIG, icr_cluster};
 use fake_apiserver::{Fault, FaultKind};
 use pull_secret_injector::daemon::ClusterOptions;
-use pull_secret_injector::state::ClusterView;
+use pull_secret_injector::view::ClusterView;
 
 fn service_account(ns: &str, name: &str, pull_secrets: &[&str]) -> Value {
     let entries: Vec<Value> = pull_secrets.iter().map(|n| json!({"name": n})).collect();

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::harness::{Injector, eventually, pull_secrets};
 use crate::{ICR_CONFIG, ICR_PODS_ONLY, auth_of, copies_hold, icr_cluster, icr_source, rotate};
 use fake_apiserver::{Fault, FaultKind};
-use pull_secret_injector::state::ClusterView;
+use pull_secret_injector::view::ClusterView;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_source_reaches_every_copy_with_one_write_each() {

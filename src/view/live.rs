@@ -16,10 +16,10 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 
 use crate::config::Config;
+use crate::marks::{CopyMarks, CopyRules, INJECTED_ANNOTATION};
 use crate::registry::dockerconfig::{DOCKER_CONFIG_JSON_KEY, content_hash_of};
 use crate::registry::glob::Glob;
-use crate::marks::{CopyMarks, CopyRules, INJECTED_ANNOTATION};
-use crate::state::{ClusterView, NamespaceInfo, Occupant};
+use crate::view::{ClusterView, NamespaceInfo, Occupant};
 
 /// Which watch an object came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

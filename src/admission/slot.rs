@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::cluster::index::ClusterIndex;
 use crate::policy::Catalog;
-use crate::state::{ClusterState, ClusterView};
+use crate::view::live::ClusterIndex;
+use crate::view::{ClusterState, ClusterView};
 
 /// The cluster state behind a snapshot.
 pub enum View {

@@ -1,0 +1,178 @@
+
+use kube_core::DynamicObject;
+use kube_core::admission::{AdmissionRequest, AdmissionReview, Operation};
+
+use super::*;
+
+/// `review` as it was.
+pub fn review(
+    catalog: &Catalog,
+    view: &dyn ClusterView,
+    body: &[u8],
+) -> Result<Reviewed, ReviewError> {
+    let parsed: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
+        .map_err(|e| ReviewError::Malformed(describe_json_error(&e)))?;
+    if parsed.types.api_version != "admission.k8s.io/v1" {
+        return Err(ReviewError::Version(parsed.types.api_version));
+    }
+    let request = parsed.request.ok_or(ReviewError::NoRequest)?;
+    let (response, outcome) = answer(catalog, view, &request);
+    render(response, outcome)
+}
+
+fn operation_name(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+fn answer(
+    catalog: &Catalog,
+    view: &dyn ClusterView,
+    request: &AdmissionRequest<DynamicObject>,
+) -> (Response, Outcome) {
+    let response = Response::allow(&request.uid);
+    let object = request.object.as_ref();
+    let meta = object.map(|o| &o.metadata);
+    let name = meta
+        .and_then(|m| m.name.clone())
+        .or_else(|| meta.and_then(|m| m.generate_name.as_ref().map(|g| format!("{g}*"))))
+        .unwrap_or_else(|| request.name.clone());
+    let namespace = request
+        .namespace
+        .clone()
+        .or_else(|| meta.and_then(|m| m.namespace.clone()))
+        .unwrap_or_default();
+    let mut outcome = Outcome {
+        kind: request.kind.kind.clone(),
+        operation: operation_name(&request.operation),
+        namespace,
+        name,
+        decision: None,
+        object_error: None,
+    };
+
+    let kind = match (request.kind.group.as_str(), request.kind.kind.as_str()) {
+        ("", "Pod") => SubjectKind::Pod,
+        ("", "ServiceAccount") => SubjectKind::ServiceAccount,
+        _ => return (response, outcome),
+    };
+    if request.operation != Operation::Create || request.sub_resource.is_some() {
+        return (response, outcome);
+    }
+    let Some(object) = object else {
+        outcome.object_error = Some("the request carries no object".to_string());
+        return (response, outcome);
+    };
+    if outcome.namespace.is_empty() {
+        outcome.object_error = Some("the request names no namespace".to_string());
+        return (
+            with_warnings(
+                response,
+                vec![
+                    "pull-secret-injector: the request names no namespace; nothing injected"
+                        .to_string(),
+                ],
+            ),
+            outcome,
+        );
+    }
+    let fields = match read_object(kind, &object.data) {
+        Ok(f) => f,
+        Err(why) => {
+            let message = format!(
+                "pull-secret-injector: cannot read {} {}/{}: {why}; nothing injected",
+                outcome.kind, outcome.namespace, outcome.name
+            );
+            outcome.object_error = Some(why);
+            return (with_warnings(response, vec![message]), outcome);
+        }
+    };
+    let subject = Subject {
+        kind,
+        name: object.metadata.name.as_deref(),
+        images: fields.images.iter().map(String::as_str).collect(),
+        existing: fields.existing.iter().map(String::as_str).collect(),
+        labels: object.metadata.labels.as_ref(),
+        annotations: object.metadata.annotations.as_ref(),
+    };
+    let unknown;
+    let ns = match view.namespace(&outcome.namespace) {
+        Some(ns) => ns,
+        None => {
+            unknown = NamespaceInfo::named(&outcome.namespace);
+            &unknown
+        }
+    };
+    let decision = catalog.decide(&subject, ns, view, request.dry_run);
+    let annotations = object.metadata.annotations.as_ref();
+    let ctx = PatchContext {
+        kind,
+        has_pull_secrets: fields.has_pull_secrets,
+        has_annotations: annotations.is_some(),
+        injected: annotations
+            .and_then(|a| a.get(INJECTED_ANNOTATION))
+            .cloned(),
+    };
+    finish(response, outcome, decision, &ctx)
+}
+
+#[derive(Default)]
+struct OwnedFields {
+    images: Vec<String>,
+    existing: Vec<String>,
+    has_pull_secrets: bool,
+}
+
+fn read_object(kind: SubjectKind, data: &Value) -> Result<OwnedFields, String> {
+    let mut fields = OwnedFields::default();
+    let (holder, prefix) = match kind {
+        SubjectKind::Pod => match data.get("spec") {
+            Some(spec @ Value::Object(_)) => (spec, "spec."),
+            Some(_) => return Err("spec is not an object".to_string()),
+            None => return Err("the pod has no spec".to_string()),
+        },
+        SubjectKind::ServiceAccount => (data, ""),
+    };
+    if kind == SubjectKind::Pod {
+        for list in ["initContainers", "containers", "ephemeralContainers"] {
+            match holder.get(list) {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(containers)) => {
+                    for (i, c) in containers.iter().enumerate() {
+                        match c.get("image") {
+                            None | Some(Value::Null) => {}
+                            Some(Value::String(image)) => fields.images.push(image.clone()),
+                            Some(_) => {
+                                return Err(format!("{prefix}{list}[{i}].image is not a string"));
+                            }
+                        }
+                    }
+                }
+                Some(_) => return Err(format!("{prefix}{list} is not a list")),
+            }
+        }
+    }
+    match holder.get("imagePullSecrets") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(refs)) => {
+            fields.has_pull_secrets = true;
+            for (i, r) in refs.iter().enumerate() {
+                match r.get("name") {
+                    Some(Value::String(n)) => fields.existing.push(n.clone()),
+                    None | Some(Value::Null) => {}
+                    Some(_) => {
+                        return Err(format!(
+                            "{prefix}imagePullSecrets[{i}].name is not a string"
+                        ));
+                    }
+                }
+            }
+        }
+        Some(_) => return Err(format!("{prefix}imagePullSecrets is not a list")),
+    }
+    Ok(fields)
+}
