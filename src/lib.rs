@@ -19,3 +19,6 @@ pub mod server;
 pub mod telemetry;
 pub mod tls;
 pub mod view;
+
+#[cfg(test)]
+mod testing;

@@ -1,4 +1,3 @@
-
 use kube_core::DynamicObject;
 use kube_core::admission::{AdmissionRequest, AdmissionReview, Operation};
 
