@@ -2,19 +2,16 @@
 //! using kubelet's own matching rules, and answers admission reviews with the patch.
 
 pub mod admission;
-pub mod certs;
-pub mod cli;
 pub mod cluster;
 pub mod config;
-pub mod daemon;
-pub mod file_source;
 pub mod marks;
 pub mod metrics;
+pub mod offline;
 pub mod policy;
 pub mod redact;
 pub mod registry;
 pub mod reload;
-pub mod server;
+pub mod serve;
 
 pub mod telemetry;
 pub mod tls;

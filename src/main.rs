@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use pull_secret_injector::certs;
-use pull_secret_injector::cli::{self, CheckArgs, DEFAULT_OWN_NAMESPACE};
-use pull_secret_injector::daemon::{self, ClusterOptions, ServeArgs, TlsSource};
-use pull_secret_injector::server::Limits;
+use pull_secret_injector::tls::certs;
+use pull_secret_injector::offline::{self, CheckArgs, DEFAULT_OWN_NAMESPACE};
+use pull_secret_injector::serve::{self, ClusterOptions, ServeArgs, TlsSource};
+use pull_secret_injector::serve::http::Limits;
 use pull_secret_injector::telemetry::{self, LogFormat};
 
 /// Injects registry pull secrets into Pods and ServiceAccounts exactly as kubelet would use them.
@@ -197,7 +197,7 @@ struct Serve {
     admission_api_burst: u32,
 }
 
-fn serve(s: Serve) -> Result<cli::Output, String> {
+fn serve(s: Serve) -> Result<offline::Output, String> {
     let _logs = telemetry::init(s.log_format);
     let args = ServeArgs {
         config: s.config,
@@ -240,11 +240,11 @@ fn serve(s: Serve) -> Result<cli::Output, String> {
             admission_api_burst: s.admission_api_burst,
         },
     };
-    daemon::serve(&args).map_err(|e| {
+    serve::serve(&args).map_err(|e| {
         tracing::error!("{e}");
         e.to_string()
     })?;
-    Ok(cli::Output {
+    Ok(offline::Output {
         stdout: String::new(),
         stderr: String::new(),
         code: 0,
@@ -257,7 +257,7 @@ fn write_certs(
     out: &std::path::Path,
     days: u32,
     force: bool,
-) -> Result<cli::Output, String> {
+) -> Result<offline::Output, String> {
     let generated = match client {
         Some(name) => certs::generate_client(name, days),
         None => certs::generate(names, days),
@@ -268,7 +268,7 @@ fn write_certs(
     for path in written {
         stdout.push_str(&format!("wrote {}\n", path.display()));
     }
-    Ok(cli::Output {
+    Ok(offline::Output {
         stdout,
         stderr: String::new(),
         code: 0,
@@ -293,7 +293,7 @@ fn main() -> ExitCode {
             own_namespace,
             json,
             images,
-        } => cli::check(&CheckArgs {
+        } => offline::check(&CheckArgs {
             config,
             cluster,
             namespace,
@@ -308,9 +308,9 @@ fn main() -> ExitCode {
             cluster,
             own_namespace,
             input,
-        } => cli::review(&config, &cluster, &own_namespace, &input).map_err(|e| e.to_string()),
+        } => offline::review(&config, &cluster, &own_namespace, &input).map_err(|e| e.to_string()),
         Command::Validate { config, cluster } => {
-            cli::validate(&config, &cluster).map_err(|e| e.to_string())
+            offline::validate(&config, &cluster).map_err(|e| e.to_string())
         }
     };
     match result {

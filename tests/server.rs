@@ -23,10 +23,10 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use fake_apiserver::eventually;
-use pull_secret_injector::certs;
-use pull_secret_injector::cli::DEFAULT_OWN_NAMESPACE;
-use pull_secret_injector::daemon::{self, Running, ServeArgs, TlsSource};
-use pull_secret_injector::server::Limits;
+use pull_secret_injector::tls::certs;
+use pull_secret_injector::offline::DEFAULT_OWN_NAMESPACE;
+use pull_secret_injector::serve::{self, Running, ServeArgs, TlsSource};
+use pull_secret_injector::serve::http::Limits;
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
@@ -90,7 +90,7 @@ fn args(config: &Path, cluster: Vec<PathBuf>, cert_dir: &Path, limits: Limits) -
 
 async fn start_with(args: ServeArgs, ca_pem: String) -> Server {
     let (tx, rx) = oneshot::channel::<()>();
-    let running = daemon::start(&args, async move {
+    let running = serve::start(&args, async move {
         let _ = rx.await;
     })
     .await

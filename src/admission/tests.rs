@@ -344,10 +344,10 @@ fn examples() -> &'static [Example] {
                 .collect();
             files.sort();
             for file in files {
-                let config = crate::cli::load_config(&setup.join("config.yaml")).unwrap();
-                let state = crate::cli::load_cluster(&[setup.join("cluster")]).unwrap();
+                let config = crate::offline::load_config(&setup.join("config.yaml")).unwrap();
+                let state = crate::offline::load_cluster(&[setup.join("cluster")]).unwrap();
                 let catalog =
-                    Catalog::build(config, &state, Some(crate::cli::DEFAULT_OWN_NAMESPACE));
+                    Catalog::build(config, &state, Some(crate::offline::DEFAULT_OWN_NAMESPACE));
                 let body = std::fs::read(&file).unwrap();
                 out.push(Example {
                     catalog,

@@ -32,7 +32,7 @@ use crate::config::{CONFIG_KEY, Config, DEFAULT_CONFIG_MAP, Source};
 use crate::metrics::Metrics;
 use crate::policy::Catalog;
 use crate::reload::Fingerprint;
-use crate::server::App;
+use crate::serve::http::App;
 
 use crate::view::live::{self, ClusterIndex, Feed, IndexRules};
 
@@ -607,7 +607,7 @@ const NAMESPACE_WAIT: Duration = Duration::from_millis(500);
 /// Lets admissions wait for the Namespace watch (see [`NAMESPACE_WAIT`]).
 struct NamespaceWaiter(Arc<Shared>);
 
-impl crate::server::NamespaceWait for NamespaceWaiter {
+impl crate::serve::http::NamespaceWait for NamespaceWaiter {
     fn wait_for<'a>(&'a self, namespace: &'a str) -> futures::future::BoxFuture<'a, bool> {
         Box::pin(async move {
             let shared = &self.0;

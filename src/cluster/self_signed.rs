@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 
 use super::FIELD_MANAGER;
 use super::writer::describe;
-use crate::certs;
+use crate::tls::certs;
 use crate::metrics::Metrics;
 use crate::tls::ServingCert;
 

@@ -29,7 +29,7 @@ use crate::admission::Pending;
 use crate::marks::{CopyMarks, INJECTED_ANNOTATION, copy_annotations, injected_names, is_managed};
 use crate::policy::{CopyRequest, PreparedSource, Warning, WarningReason};
 use crate::registry::dockerconfig::DOCKER_CONFIG_JSON_KEY;
-use crate::server::CopyMaker;
+use crate::serve::http::CopyMaker;
 
 /// Whose rate budget a write spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{Injector, annotation, decoded_auths, eventually, pull_secrets};
 use crate::{ICR_CONFIG, ICR_PODS_ONLY, icr_cluster, icr_source};
-use pull_secret_injector::certs;
+use pull_secret_injector::tls::certs;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_namespace_gets_its_default_service_account_patched_at_creation() {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::harness::{Cluster, Injector, eventually, pull_secrets};
 use crate::{ICR_CONFIG, icr_cluster};
 use fake_apiserver::{Fault, FaultKind};
-use pull_secret_injector::daemon::ClusterOptions;
+use pull_secret_injector::serve::ClusterOptions;
 use pull_secret_injector::view::ClusterView;
 
 fn service_account(ns: &str, name: &str, pull_secrets: &[&str]) -> Value {

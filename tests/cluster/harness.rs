@@ -28,9 +28,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use pull_secret_injector::certs;
-use pull_secret_injector::daemon::{self, ClusterOptions, Running, ServeArgs, TlsSource};
-use pull_secret_injector::server::Limits;
+use pull_secret_injector::tls::certs;
+use pull_secret_injector::serve::{self, ClusterOptions, Running, ServeArgs, TlsSource};
+use pull_secret_injector::serve::http::Limits;
 
 pub use fake_apiserver::eventually;
 
@@ -786,7 +786,7 @@ impl Injector {
         };
         tweak(&mut args);
         let (tx, rx) = oneshot::channel::<()>();
-        let running = daemon::start(&args, async move {
+        let running = serve::start(&args, async move {
             let _ = rx.await;
         })
         .await

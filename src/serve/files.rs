@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use crate::admission::slot::{Snapshot, View};
-use crate::cli::{CliError, collect_files};
+use crate::offline::{CliError, collect_files};
 use crate::config::Config;
 use crate::policy::Catalog;
 use crate::reload::Fingerprint;

@@ -9,13 +9,16 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+pub mod files;
+pub mod http;
+
 use crate::cluster::ClusterArgs;
 pub use crate::cluster::ClusterOptions;
 use crate::cluster::self_signed::{self, SelfSignedArgs};
-use crate::file_source::FileSource;
+use crate::serve::files::FileSource;
 use crate::metrics::Metrics;
 use crate::reload;
-use crate::server::{self, App, Limits, ServeError};
+use http::{App, Limits, ServeError};
 use crate::tls::{Reload, ServingCert};
 use crate::view::live::ClusterIndex;
 
@@ -222,7 +225,7 @@ pub async fn start(
         .as_deref()
         .map(crate::tls::ClientCa::load)
         .transpose()?;
-    let bound = server::bind(
+    let bound = http::bind(
         args.listen,
         args.metrics_listen,
         &cert,

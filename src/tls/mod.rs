@@ -15,6 +15,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::reload::Fingerprint;
 
+pub mod certs;
+
 /// Why a certificate and key pair cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -268,7 +270,7 @@ impl ResolvesServerCert for Resolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs;
+    use super::certs;
 
     fn write_pair(dir: &Path, names: &[&str]) -> certs::Generated {
         let g =
