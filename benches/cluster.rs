@@ -28,9 +28,9 @@ use k8s_openapi::api::core::v1::Secret;
 use serde_json::{Value, json};
 
 use fake_apiserver::{FakeApiServer, Fault, FaultKind};
-use pull_secret_injector::tls::certs;
 use pull_secret_injector::config::Config;
 use pull_secret_injector::policy::{Catalog, PreparedSource};
+use pull_secret_injector::tls::certs;
 use pull_secret_injector::view::ClusterState;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pull-secret-injector");

@@ -1510,8 +1510,10 @@ mod baseline {
                     return;
                 };
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                let builder =
-                    pull_secret_injector::serve::http::connection_builder(h2, Duration::from_secs(10));
+                let builder = pull_secret_injector::serve::http::connection_builder(
+                    h2,
+                    Duration::from_secs(10),
+                );
                 let _ = builder.serve_connection(TokioIo::new(tls), service).await;
             });
         }

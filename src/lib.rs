@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod cluster;
 pub mod config;
+pub mod lock;
 pub mod marks;
 pub mod metrics;
 pub mod offline;

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use pull_secret_injector::tls::certs;
 use pull_secret_injector::offline::{self, CheckArgs, DEFAULT_OWN_NAMESPACE};
-use pull_secret_injector::serve::{self, ClusterOptions, ServeArgs, TlsSource};
 use pull_secret_injector::serve::http::Limits;
+use pull_secret_injector::serve::{self, ClusterOptions, ServeArgs, TlsSource};
 use pull_secret_injector::telemetry::{self, LogFormat};
+use pull_secret_injector::tls::certs;
 
 /// Injects registry pull secrets into Pods and ServiceAccounts exactly as kubelet would use them.
 #[derive(Parser)]

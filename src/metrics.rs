@@ -22,33 +22,8 @@ pub struct RequestLabels {
     pub kind: &'static str,
     /// `CREATE`, `UPDATE`, ... or `unknown`.
     pub operation: &'static str,
-    /// See [`Outcome`].
+    /// `patched`, `unchanged`, `not_ready` or `rejected`.
     pub outcome: &'static str,
-}
-
-/// How an admission request ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Answered with a patch.
-    Patched,
-    /// Answered, allowed without a patch.
-    Unchanged,
-    /// Answered before the config was loaded: allowed, no patch.
-    NotReady,
-    /// Refused with a 4xx: malformed review, wrong content type, too large, too slow.
-    Rejected,
-}
-
-impl Outcome {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Patched => "patched",
-            Outcome::Unchanged => "unchanged",
-            Outcome::NotReady => "not_ready",
-            Outcome::Rejected => "rejected",
-        }
-    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -392,7 +367,7 @@ mod tests {
             &RequestLabels {
                 kind: "Pod",
                 operation: "CREATE",
-                outcome: Outcome::Patched.as_str(),
+                outcome: "patched",
             },
             Some(Duration::from_micros(40)),
         );

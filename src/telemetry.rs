@@ -88,18 +88,11 @@ impl LineBuffer {
     }
 
     fn lines(&self) -> MutexGuard<'_, Vec<u8>> {
-        self.shared
-            .lines
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock::lock(&self.shared.lines)
     }
 
     fn flush(&self) {
-        let _order = self
-            .shared
-            .write_order
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _order = crate::lock::lock(&self.shared.write_order);
         let batch = {
             let mut lines = self.lines();
             if lines.is_empty() {

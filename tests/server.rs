@@ -23,10 +23,10 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use fake_apiserver::eventually;
-use pull_secret_injector::tls::certs;
 use pull_secret_injector::offline::DEFAULT_OWN_NAMESPACE;
-use pull_secret_injector::serve::{self, Running, ServeArgs, TlsSource};
 use pull_secret_injector::serve::http::Limits;
+use pull_secret_injector::serve::{self, Running, ServeArgs, TlsSource};
+use pull_secret_injector::tls::certs;
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")

@@ -1,14 +1,15 @@
-//! AdmissionReview v1 in, AdmissionReview v1 out: reads the object being created, asks the
-//! decision, and turns its answer into a JSONPatch. Pure: no I/O.
+//! AdmissionReview v1 in, AdmissionReview v1 out, in four steps with one verb each:
+//! [`read`] the body (the borrowing [`wire`] reader), [`decide`] what the object gets (asking
+//! the policy), let cluster mode make the copies the decision needs (through the
+//! [`ports::CopyMaker`] it implements), and [`Pending::render`] the response with its JSONPatch
+//! ([`patch`]). Pure but for that port: no I/O here.
 //!
 //! The response is always `allowed: true`: the injector mutates, it never blocks a pod.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation};
+use json_patch::Patch;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::marks::INJECTED_ANNOTATION;
 use crate::policy::{Catalog, Decision, Subject, SubjectKind};
@@ -28,7 +29,32 @@ pub enum ReviewError {
     Version(String),
 }
 
-/// What was reviewed and decided, for logs and metrics.
+/// How an admission request ended; stable names for the metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Answered with a patch.
+    Patched,
+    /// Answered, allowed without a patch.
+    Unchanged,
+    /// Answered before a config was served: allowed, no patch.
+    NotReady,
+    /// Refused with a 4xx: malformed review, wrong content type, too large, too slow.
+    Rejected,
+}
+
+impl Verdict {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Patched => "patched",
+            Verdict::Unchanged => "unchanged",
+            Verdict::NotReady => "not_ready",
+            Verdict::Rejected => "rejected",
+        }
+    }
+}
+
+/// What was reviewed, decided and answered, for logs and metrics.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     /// `Pod`, `ServiceAccount` or whatever kind arrived.
@@ -43,6 +69,19 @@ pub struct Outcome {
     pub decision: Option<Decision>,
     /// Set when the object itself could not be read.
     pub object_error: Option<String>,
+    /// How it was answered (set when rendered).
+    pub verdict: Verdict,
+}
+
+impl Outcome {
+    /// The kind as a metric label: `Pod`, `ServiceAccount`, or `other`.
+    pub fn kind_label(&self) -> &'static str {
+        match self.kind.as_str() {
+            "Pod" => "Pod",
+            "ServiceAccount" => "ServiceAccount",
+            _ => "other",
+        }
+    }
 }
 
 /// The AdmissionResponse we send.
@@ -105,13 +144,38 @@ pub struct Reviewed {
     pub outcome: Outcome,
 }
 
-/// Answers an AdmissionReview request body.
+/// Answers an AdmissionReview request body, with no copies made: [`read`], [`decide`],
+/// [`Pending::render`] (what `review` prints, and what file mode serves).
 pub fn review(
     catalog: &Catalog,
     view: &dyn ClusterView,
     body: &[u8],
 ) -> Result<Reviewed, ReviewError> {
-    decide(catalog, view, body)?.finish()
+    decide(catalog, view, &read(body)?).render()
+}
+
+/// An AdmissionReview request, read from (and borrowing) its body.
+pub struct Request<'a>(wire::AdmissionRequest<'a>);
+
+impl std::fmt::Debug for Request<'_> {
+    /// The uid only: the object may hold anything.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("uid", &self.0.uid.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads an AdmissionReview v1 body; only the fields the decision uses are built.
+pub fn read(body: &[u8]) -> Result<Request<'_>, ReviewError> {
+    let parsed: wire::AdmissionReview = serde_json::from_slice(body)
+        .map_err(|e| ReviewError::Malformed(describe_json_error(&e)))?;
+    if parsed.api_version.as_str() != "admission.k8s.io/v1" {
+        return Err(ReviewError::Version(
+            parsed.api_version.as_str().to_string(),
+        ));
+    }
+    parsed.request.map(Request).ok_or(ReviewError::NoRequest)
 }
 
 /// A decided review whose patch is not rendered yet: the server makes the copies the decision
@@ -181,14 +245,14 @@ impl Pending {
     }
 
     /// Renders the patch and the AdmissionReview response.
-    pub fn finish(self) -> Result<Reviewed, ReviewError> {
+    pub fn render(self) -> Result<Reviewed, ReviewError> {
         let Pending {
             response,
             mut outcome,
             patch,
         } = self;
-        let (response, outcome) = match (patch, outcome.decision.take()) {
-            (Some(ctx), Some(decision)) => finish(response, outcome, decision, &ctx),
+        let (response, mut outcome) = match (patch, outcome.decision.take()) {
+            (Some(ctx), Some(decision)) => with_patch(response, outcome, decision, &ctx),
             (None, Some(decision)) => {
                 // Decided not to patch at all (an unknown namespace): only the warnings.
                 let warnings = decision
@@ -201,25 +265,31 @@ impl Pending {
             }
             (_, None) => (response, outcome),
         };
+        outcome.verdict = if response.patch.is_some() {
+            Verdict::Patched
+        } else {
+            Verdict::Unchanged
+        };
         render(response, outcome)
     }
-}
 
-/// Parses an AdmissionReview request body and decides, without rendering the patch.
-pub fn decide(
-    catalog: &Catalog,
-    view: &dyn ClusterView,
-    body: &[u8],
-) -> Result<Pending, ReviewError> {
-    let parsed: wire::AdmissionReview = serde_json::from_slice(body)
-        .map_err(|e| ReviewError::Malformed(describe_json_error(&e)))?;
-    if parsed.api_version.as_str() != "admission.k8s.io/v1" {
-        return Err(ReviewError::Version(
-            parsed.api_version.as_str().to_string(),
-        ));
+    /// Renders the answer given while no config is served: allowed, no patch, and for the
+    /// kinds the injector mutates a warning saying why nothing was injected.
+    pub fn render_not_ready(self, reason: &str) -> Result<Reviewed, ReviewError> {
+        let Pending {
+            mut response,
+            mut outcome,
+            ..
+        } = self;
+        if outcome.kind_label() != "other" {
+            response.warnings.push(format!(
+                "pull-secret-injector is not ready ({reason}); no pull secrets injected"
+            ));
+        }
+        outcome.decision = None;
+        outcome.verdict = Verdict::NotReady;
+        render(response, outcome)
     }
-    let request = parsed.request.ok_or(ReviewError::NoRequest)?;
-    Ok(answer(catalog, view, &request))
 }
 
 /// Wraps the response in an AdmissionReview v1 body.
@@ -256,11 +326,10 @@ fn describe_json_error(e: &serde_json::Error) -> String {
     format!("body {what} at line {} column {}", e.line(), e.column())
 }
 
-fn answer(
-    catalog: &Catalog,
-    view: &dyn ClusterView,
-    request: &wire::AdmissionRequest<'_>,
-) -> Pending {
+/// Decides what the object of `request` gets, without rendering the patch: the server makes
+/// the copies the decision asks for in between.
+pub fn decide(catalog: &Catalog, view: &dyn ClusterView, request: &Request<'_>) -> Pending {
+    let request = &request.0;
     let plain = |response, outcome| Pending {
         response,
         outcome,
@@ -292,6 +361,7 @@ fn answer(
         name,
         decision: None,
         object_error: None,
+        verdict: Verdict::Unchanged,
     };
 
     let kind = match (request.kind.group.as_str(), request.kind.kind.as_str()) {
@@ -376,7 +446,7 @@ fn answer(
 }
 
 /// Turns the decision into warnings and a patch.
-fn finish(
+fn with_patch(
     response: Response,
     mut outcome: Outcome,
     decision: Decision,
@@ -389,7 +459,7 @@ fn finish(
         .collect();
     let mut response = with_warnings(response, warnings);
     if !decision.add.is_empty() {
-        let patch = injection_patch(ctx, &decision.add);
+        let patch = patch::injection_patch(ctx, &decision.add);
         match serde_json::to_vec(&patch) {
             Ok(bytes) => {
                 response.patch = Some(STANDARD.encode(bytes));
@@ -467,57 +537,8 @@ fn read_object<'a>(
     Ok(fields)
 }
 
-fn add(path: PointerBuf, value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path, value })
-}
-
-/// The JSONPatch appending `names` to `imagePullSecrets` (creating the array when absent) and
-/// recording them in the injected annotation (creating the annotations map when absent).
-fn injection_patch(ctx: &PatchContext, names: &[String]) -> Patch {
-    let list: &[&str] = match ctx.kind {
-        SubjectKind::Pod => &["spec", "imagePullSecrets"],
-        SubjectKind::ServiceAccount => &["imagePullSecrets"],
-    };
-    let entry = |n: &String| serde_json::json!({ "name": n });
-    let mut ops = Vec::with_capacity(names.len() + 1);
-    if ctx.has_pull_secrets {
-        for n in names {
-            let mut path = PointerBuf::from_tokens(list.iter().copied());
-            path.push_back("-");
-            ops.push(add(path, entry(n)));
-        }
-    } else {
-        ops.push(add(
-            PointerBuf::from_tokens(list.iter().copied()),
-            Value::Array(names.iter().map(entry).collect()),
-        ));
-    }
-    // Reinvocation can add more names later: keep the record cumulative.
-    let mut recorded: Vec<&str> = ctx
-        .injected
-        .as_deref()
-        .map(|v| v.split(',').filter(|s| !s.is_empty()).collect())
-        .unwrap_or_default();
-    for n in names {
-        if !recorded.contains(&n.as_str()) {
-            recorded.push(n);
-        }
-    }
-    let value = Value::String(recorded.join(","));
-    if ctx.has_annotations {
-        ops.push(add(
-            PointerBuf::from_tokens(["metadata", "annotations", INJECTED_ANNOTATION]),
-            value,
-        ));
-    } else {
-        ops.push(add(
-            PointerBuf::from_tokens(["metadata", "annotations"]),
-            serde_json::json!({ INJECTED_ANNOTATION: value }),
-        ));
-    }
-    Patch(ops)
-}
-
+mod patch;
+pub mod ports;
 pub mod slot;
 mod wire;
 

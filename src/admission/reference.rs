@@ -1,5 +1,10 @@
+//! The reference the borrowing [`wire`](super::wire) reader is tested against: the same answer
+//! computed from kube-core's own `AdmissionReview<DynamicObject>` parse (what the injector
+//! used before the reader existed).
+
 use kube_core::DynamicObject;
 use kube_core::admission::{AdmissionRequest, AdmissionReview, Operation};
+use serde_json::Value;
 
 use super::*;
 
@@ -52,6 +57,7 @@ fn answer(
         name,
         decision: None,
         object_error: None,
+        verdict: Verdict::Unchanged,
     };
 
     let kind = match (request.kind.group.as_str(), request.kind.kind.as_str()) {
@@ -116,7 +122,11 @@ fn answer(
             .and_then(|a| a.get(INJECTED_ANNOTATION))
             .cloned(),
     };
-    finish(response, outcome, decision, &ctx)
+    let (response, mut outcome) = with_patch(response, outcome, decision, &ctx);
+    if response.patch.is_some() {
+        outcome.verdict = Verdict::Patched;
+    }
+    (response, outcome)
 }
 
 #[derive(Default)]

@@ -27,12 +27,14 @@ use kube::{Api, Client};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::admission::ports::{CopyMaker, NamespaceWait};
+use crate::admission::slot::Slot;
 use crate::admission::slot::{Snapshot, View};
 use crate::config::{CONFIG_KEY, Config, DEFAULT_CONFIG_MAP, Source};
+use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::policy::Catalog;
 use crate::reload::Fingerprint;
-use crate::serve::http::App;
 
 use crate::view::live::{self, ClusterIndex, Feed, IndexRules};
 
@@ -150,8 +152,6 @@ struct ConfigState {
     good: Option<(Arc<Config>, Fingerprint)>,
     /// The text last looked at, valid or not, so that a relist of the same text is quiet.
     seen: Option<Fingerprint>,
-    /// Why there is no config, while there is none.
-    missing: Option<String>,
     /// The ConfigMap last seen (uid, resourceVersion), for Events about it.
     object: Option<(Option<String>, Option<String>)>,
 }
@@ -160,7 +160,7 @@ struct ConfigState {
 pub(crate) struct Shared {
     client: Client,
     index: Arc<ClusterIndex>,
-    app: Arc<App>,
+    slot: Arc<Slot>,
     metrics: Arc<Metrics>,
     args: ClusterArgs,
     limiter: DefaultDirectRateLimiter,
@@ -172,8 +172,6 @@ pub(crate) struct Shared {
     /// Bumped at every Namespace the watch reports, for admissions waiting to learn of one.
     namespaces_seen: tokio::sync::watch::Sender<u64>,
     feeds: Mutex<HashMap<Feed, JoinHandle<()>>>,
-    /// Problems of the catalog last logged, so that a rebuild with the same ones is quiet.
-    problems: Mutex<Vec<String>>,
     /// The sources the last catalog prepared, so that a rebuild that changes which secrets
     /// are injected (a new secret a `secretSelector` selects, a source that reappears)
     /// backfills every ServiceAccount without waiting for a config change.
@@ -188,14 +186,11 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// A running cluster mode; dropping it stops the watches and the reconciler.
 #[derive(Debug)]
 pub struct ClusterHandle {
     shared: Arc<Shared>,
+    copier: Arc<writer::AdmissionCopier>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -203,6 +198,16 @@ impl ClusterHandle {
     /// The index the watches keep (for tests and benchmarks).
     pub fn index(&self) -> &Arc<ClusterIndex> {
         &self.shared.index
+    }
+
+    /// What makes the copies an admission needs, for the HTTP server to call.
+    pub fn copier(&self) -> Arc<dyn CopyMaker> {
+        self.copier.clone()
+    }
+
+    /// What waits for the Namespace watch to learn of a namespace, for the HTTP server to call.
+    pub fn namespace_wait(&self) -> Arc<dyn NamespaceWait> {
+        Arc::new(NamespaceWaiter(self.shared.clone()))
     }
 }
 
@@ -239,9 +244,9 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, Clus
     Client::try_from(config).map_err(|e| ClusterError::Client(e.to_string()))
 }
 
-/// Starts the watches, the catalog builder and the reconciler; `app` serves from the first
+/// Starts the watches, the catalog builder and the reconciler; `slot` serves from the first
 /// complete sync on.
-pub async fn start(args: ClusterArgs, app: Arc<App>) -> Result<ClusterHandle, ClusterError> {
+pub async fn start(args: ClusterArgs, slot: Arc<Slot>) -> Result<ClusterHandle, ClusterError> {
     // rustls picks a process-wide provider only when exactly one is compiled in; say which.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let qps = NonZeroU32::new(args.options.api_qps)
@@ -252,15 +257,15 @@ pub async fn start(args: ClusterArgs, app: Arc<App>) -> Result<ClusterHandle, Cl
     let admission_burst =
         NonZeroU32::new(args.options.admission_api_burst.max(1)).unwrap_or(NonZeroU32::MIN);
     let client = client(args.options.kubeconfig.as_deref()).await?;
-    let metrics = app.metrics().clone();
-    app.set_not_ready(&format!(
+    let metrics = slot.metrics().clone();
+    slot.set_not_ready(&format!(
         "waiting for the ConfigMap {}/{} and the first list of namespaces and copies",
         args.config_map_namespace, args.config_map_name
     ));
     let shared = Arc::new(Shared {
         client,
         index: Arc::new(ClusterIndex::new()),
-        app: app.clone(),
+        slot: slot.clone(),
         metrics,
         args,
         limiter: RateLimiter::direct(Quota::per_second(qps).allow_burst(burst)),
@@ -273,19 +278,21 @@ pub async fn start(args: ClusterArgs, app: Arc<App>) -> Result<ClusterHandle, Cl
         triggers: reconcile::Triggers::default(),
         namespaces_seen: tokio::sync::watch::Sender::new(0),
         feeds: Mutex::new(HashMap::new()),
-        problems: Mutex::new(Vec::new()),
         prepared: Mutex::new(None),
     });
     let writer = Arc::new(writer::Writer::new(shared.clone()));
-    app.set_copier(Arc::new(writer::AdmissionCopier(writer.clone())));
-    app.set_namespace_wait(Arc::new(NamespaceWaiter(shared.clone())));
+    let copier = Arc::new(writer::AdmissionCopier(writer.clone()));
     let tasks = vec![
         tokio::spawn(watches::namespaces(shared.clone())),
         tokio::spawn(watches::config_map(shared.clone())),
         tokio::spawn(build_loop(shared.clone())),
         tokio::spawn(reconcile::run(shared.clone(), writer)),
     ];
-    Ok(ClusterHandle { shared, tasks })
+    Ok(ClusterHandle {
+        shared,
+        copier,
+        tasks,
+    })
 }
 
 impl Shared {
@@ -316,16 +323,9 @@ impl Shared {
         let Some(cm) = cm else {
             let mut state = lock(&self.config);
             state.seen = None;
+            drop(state);
             let message = format!("ConfigMap {} not found", self.config_map_ref());
-            if state.good.is_some() {
-                tracing::warn!("{message}; still serving the last good config");
-            } else {
-                if state.missing.as_deref() != Some(message.as_str()) {
-                    tracing::error!("{message}; nothing is injected until it exists");
-                }
-                self.app.set_not_ready(&message);
-            }
-            state.missing = Some(message);
+            self.slot.config_refused(&message);
             return;
         };
         let text = cm
@@ -349,37 +349,24 @@ impl Shared {
         };
         match parsed {
             Ok(config) => {
-                let credentials = config.credentials.len();
                 let config = Arc::new(config);
                 state.good = Some((config.clone(), fingerprint));
-                state.missing = None;
                 drop(state);
-                self.metrics.config_reload(true, Some(credentials));
-                tracing::info!(
-                    credentials,
-                    "config loaded from ConfigMap {}",
-                    self.config_map_ref()
-                );
+                self.slot
+                    .config_accepted(&format!("ConfigMap {}", self.config_map_ref()), &config);
                 self.follow_config(&config);
                 self.rebuild.notify_one();
                 self.triggers.backfill_all();
             }
             Err(reason) => {
                 let serving = state.good.is_some();
+                drop(state);
                 let message = format!(
                     "invalid config in ConfigMap {}: {reason}",
                     self.config_map_ref()
                 );
-                if !serving {
-                    state.missing = Some(message.clone());
-                }
-                drop(state);
-                self.metrics.config_reload(false, None);
-                if serving {
-                    tracing::error!("{message}; still serving the last good config");
-                } else {
-                    tracing::error!("{message}; nothing is injected until it is fixed");
-                    self.app.set_not_ready(&message);
+                if !self.slot.config_refused(&message) {
+                    return;
                 }
                 let consequence = if serving {
                     "the last good configuration stays in force"
@@ -517,8 +504,8 @@ impl Shared {
             .collect();
         if !waiting.is_empty() {
             // Once serving, the previous catalog stays until new sources have listed.
-            if !self.app.is_ready() {
-                self.app.set_not_ready(&format!(
+            if !self.slot.is_serving() {
+                self.slot.set_not_ready(&format!(
                     "waiting for the first list of {}",
                     waiting.join(", ")
                 ));
@@ -533,24 +520,6 @@ impl Shared {
             previous.as_ref().map(|s| &s.catalog),
         );
         drop(ix);
-        let problems = catalog.problems();
-        let fresh: Vec<String> = {
-            let mut last = lock(&self.problems);
-            if *last == problems {
-                Vec::new()
-            } else {
-                let fresh = problems
-                    .iter()
-                    .filter(|p| !last.contains(p))
-                    .cloned()
-                    .collect();
-                for problem in &problems {
-                    tracing::warn!("config: {problem}");
-                }
-                *last = problems;
-                fresh
-            }
-        };
         let mut counts: std::collections::BTreeMap<(String, &'static str), i64> =
             Default::default();
         for problem in catalog.credential_problems() {
@@ -559,22 +528,11 @@ impl Shared {
                 .or_default() += 1;
         }
         self.metrics.set_credential_problems(&counts);
-        // Admins read the whole story in the ConfigMap's Events; tenants' admission warnings
-        // only name the credential.
         let credential_messages: Vec<String> = catalog
             .credential_problems()
             .into_iter()
             .map(|p| p.message)
-            .filter(|m| fresh.contains(m))
             .collect();
-        if !credential_messages.is_empty() {
-            let shared = self.clone();
-            tokio::spawn(async move {
-                for message in credential_messages {
-                    shared.post_event("CredentialUnusable", message).await;
-                }
-            });
-        }
         let prepared: BTreeSet<(String, String, String)> = catalog
             .prepared_sources()
             .map(|(c, s)| (c.name.clone(), s.source_ref(), s.copy_name.clone()))
@@ -587,7 +545,21 @@ impl Shared {
             view: View::Live(self.index.clone()),
         });
         let first = self.snapshot.swap(Some(snapshot.clone())).is_none();
-        self.app.serve_snapshot(snapshot);
+        let fresh = self.slot.publish(snapshot);
+        // Admins read the whole story in the ConfigMap's Events; tenants' admission warnings
+        // only name the credential.
+        let events: Vec<String> = credential_messages
+            .into_iter()
+            .filter(|m| fresh.contains(m))
+            .collect();
+        if !events.is_empty() {
+            let shared = self.clone();
+            tokio::spawn(async move {
+                for message in events {
+                    shared.post_event("CredentialUnusable", message).await;
+                }
+            });
+        }
         if first {
             tracing::info!("caches synced; serving admissions");
         }
@@ -607,7 +579,7 @@ const NAMESPACE_WAIT: Duration = Duration::from_millis(500);
 /// Lets admissions wait for the Namespace watch (see [`NAMESPACE_WAIT`]).
 struct NamespaceWaiter(Arc<Shared>);
 
-impl crate::serve::http::NamespaceWait for NamespaceWaiter {
+impl NamespaceWait for NamespaceWaiter {
     fn wait_for<'a>(&'a self, namespace: &'a str) -> futures::future::BoxFuture<'a, bool> {
         Box::pin(async move {
             let shared = &self.0;

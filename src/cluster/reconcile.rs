@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::sync::Notify;
 
+use super::Shared;
 use super::writer::{Budget, Made, Writer};
-use super::{Shared, lock};
+use crate::lock::lock;
 use crate::policy::{
     Catalog, CopyRequest, CopyState, PreparedSource, Subject, SubjectKind, plan_copies,
 };

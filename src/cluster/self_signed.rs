@@ -28,9 +28,9 @@ use tokio::task::JoinHandle;
 
 use super::FIELD_MANAGER;
 use super::writer::describe;
-use crate::tls::certs;
 use crate::metrics::Metrics;
 use crate::tls::ServingCert;
+use crate::tls::certs;
 
 /// Annotation on the Secret: when its certificates expire (RFC 3339).
 pub const NOT_AFTER_ANNOTATION: &str = "pull-secret-injector/not-after";

@@ -24,12 +24,13 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use super::{FIELD_MANAGER, Shared, lock};
+use super::{FIELD_MANAGER, Shared};
 use crate::admission::Pending;
+use crate::admission::ports::CopyMaker;
+use crate::lock::lock;
 use crate::marks::{CopyMarks, INJECTED_ANNOTATION, copy_annotations, injected_names, is_managed};
 use crate::policy::{CopyRequest, PreparedSource, Warning, WarningReason};
 use crate::registry::dockerconfig::DOCKER_CONFIG_JSON_KEY;
-use crate::serve::http::CopyMaker;
 
 /// Whose rate budget a write spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,6 +415,7 @@ pub fn reference_patch(sa: &ServiceAccount, names: &[String]) -> Option<Referenc
 /// Makes an admission's copies within `--copy-timeout`. A copy that is not made in time keeps
 /// its name in the patch (kubelet retries the pull) and is left to the reconciler; a name held
 /// by someone else's secret is withdrawn.
+#[derive(Debug)]
 pub(crate) struct AdmissionCopier(pub(crate) Arc<Writer>);
 
 impl CopyMaker for AdmissionCopier {

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use crate::admission::slot::{Snapshot, View};
-use crate::offline::{CliError, collect_files};
 use crate::config::Config;
+use crate::offline::{CliError, collect_files};
 use crate::policy::Catalog;
 use crate::reload::Fingerprint;
 use crate::view::ClusterState;
@@ -67,7 +67,7 @@ impl FileSource {
                 .chain(manifests.iter().map(|(_, _, b)| b.as_slice())),
         );
         {
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seen = crate::lock::lock(&self.seen);
             if *seen == Some(fingerprint) {
                 return Ok(None);
             }

@@ -11,31 +11,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::future::BoxFuture;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::admission::slot::{Snapshot, View};
-use crate::admission::{self, Reviewed};
-use crate::config::Config;
-use crate::metrics::{Metrics, Outcome, RequestLabels};
-use crate::policy::Catalog;
+use crate::admission::ports::{CopyMaker, NamespaceWait};
+use crate::admission::slot::{Slot, Snapshot};
+use crate::admission::{self, Reviewed, Verdict};
+use crate::metrics::{Metrics, RequestLabels};
 use crate::tls::{ClientCa, ServingCert, TlsError};
-use crate::view::ClusterState;
 
 /// Bounds on what one client can make the server hold or wait for.
 #[derive(Debug, Clone)]
@@ -72,75 +67,44 @@ impl Default for Limits {
     }
 }
 
-/// What the handlers share: the snapshot being served, metrics and limits.
+/// What the handlers share: the serving slot, the ports cluster mode hands in, and limits.
 pub struct App {
-    snapshot: ArcSwapOption<Snapshot>,
-    not_ready: ArcSwap<String>,
-    // Answers reviews (with no patch) while no snapshot is loaded.
+    slot: Arc<Slot>,
+    // Answers reviews (with no patch) while no snapshot is served.
     empty: Snapshot,
     shutting_down: AtomicBool,
-    metrics: Arc<Metrics>,
     permits: Semaphore,
     limits: Limits,
     copier: OnceLock<Arc<dyn CopyMaker>>,
     namespaces: OnceLock<Arc<dyn NamespaceWait>>,
 }
 
-/// Waits, briefly and without any API call, for the live view to learn of a namespace a
-/// review names (cluster mode): a namespace's `default` ServiceAccount is created moments
-/// after the namespace, often before the Namespace watch has reported it.
-pub trait NamespaceWait: Send + Sync {
-    /// Whether the view knows `namespace` now, or learns of it within the wait's bound.
-    fn wait_for<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, bool>;
-}
-
-/// Makes the copies a decision asks for before the patch names them (cluster mode). It takes
-/// them from the pending review and withdraws the names whose copy cannot exist.
-pub trait CopyMaker: Send + Sync {
-    /// Makes the copies of `pending`, within its own time budget.
-    fn make<'a>(&'a self, pending: &'a mut admission::Pending) -> BoxFuture<'a, ()>;
-}
-
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
-            .field("ready", &self.snapshot.load().is_some())
+            .field("slot", &self.slot)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
 
 impl App {
-    /// A server state with nothing loaded yet: `/readyz` says `reason` until
-    /// [`App::serve_snapshot`].
-    pub fn new(metrics: Arc<Metrics>, limits: Limits, reason: &str) -> Arc<App> {
-        let state = ClusterState::new();
-        let config = Config {
-            credentials: Vec::new(),
-            service_accounts: Vec::new(),
-            pods: false,
-            prune: false,
-        };
-        let catalog = Catalog::build(config, &state, None);
+    /// A server answering from `slot`.
+    pub fn new(slot: Arc<Slot>, limits: Limits) -> Arc<App> {
         Arc::new(App {
-            snapshot: ArcSwapOption::empty(),
-            not_ready: ArcSwap::from_pointee(reason.to_string()),
-            empty: Snapshot {
-                catalog,
-                view: View::Files(state),
-            },
+            slot,
+            empty: Snapshot::empty(),
             copier: OnceLock::new(),
             namespaces: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
-            metrics,
             permits: Semaphore::new(limits.max_concurrent.max(1)),
             limits,
         })
     }
 
-    /// Serves `snapshot` from the next request on.
-    pub fn serve_snapshot(&self, snapshot: impl Into<Arc<Snapshot>>) {
-        self.snapshot.store(Some(snapshot.into()));
+    /// The slot reviews are answered from.
+    pub fn slot(&self) -> &Arc<Slot> {
+        &self.slot
     }
 
     /// Makes copies at admission from now on (cluster mode). Only the first call counts.
@@ -153,20 +117,14 @@ impl App {
         let _ = self.namespaces.set(wait);
     }
 
-    /// Records why nothing is served yet; ignored once a snapshot is served (the last good one
-    /// stays).
-    pub fn set_not_ready(&self, reason: &str) {
-        self.not_ready.store(Arc::new(reason.to_string()));
-    }
-
-    /// Whether a snapshot is served.
+    /// Whether a snapshot is served and the server is not shutting down.
     pub fn is_ready(&self) -> bool {
-        self.snapshot.load().is_some() && !self.shutting_down.load(Ordering::Relaxed)
+        self.slot.is_serving() && !self.shutting_down.load(Ordering::Relaxed)
     }
 
     /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        self.slot.metrics()
     }
 
     /// The admission router: `POST /mutate`, `GET /healthz`, `GET /readyz`.
@@ -194,10 +152,10 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     if app.shutting_down.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
-    if app.snapshot.load().is_some() {
+    if app.slot.is_serving() {
         return "ok\n".into_response();
     }
-    let reason = app.not_ready.load();
+    let reason = app.slot.not_ready_reason();
     (
         StatusCode::SERVICE_UNAVAILABLE,
         format!("not ready: {reason}\n"),
@@ -211,17 +169,17 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
         )],
-        app.metrics.render(),
+        app.metrics().render(),
     )
         .into_response()
 }
 
 fn reject(app: &App, status: StatusCode, message: String) -> Response {
-    app.metrics.admission(
+    app.metrics().admission(
         &RequestLabels {
             kind: "unknown",
             operation: "unknown",
-            outcome: Outcome::Rejected.as_str(),
+            outcome: Verdict::Rejected.as_str(),
         },
         None,
     );
@@ -276,14 +234,6 @@ async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, 
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseReview<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: &'a admission::Response,
-}
-
 /// Whether the connection a request came on presented a verified client certificate.
 #[derive(Debug, Clone, Copy)]
 struct ClientVerified(bool);
@@ -311,7 +261,7 @@ async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
             "Content-Type must be application/json (an AdmissionReview v1)".to_string(),
         );
     }
-    let _in_flight = app.metrics.in_flight();
+    let _in_flight = app.metrics().in_flight();
     // The semaphore is never closed, so acquire only fails if it were; then serve unbounded.
     let _permit = app.permits.acquire().await.ok();
     let body = match read_body(&app, headers, body).await {
@@ -319,174 +269,105 @@ async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
         Err(response) => return response,
     };
     let started = Instant::now();
-    let loaded = app.snapshot.load_full();
-    let snapshot = loaded.as_deref().unwrap_or(&app.empty);
-    let decided = snapshot
-        .view
-        .read(|view| admission::decide(&snapshot.catalog, view, &body));
-    let mut pending = match decided {
-        Ok(p) => p,
+    let request = match admission::read(&body) {
+        Ok(r) => r,
         Err(e) => return reject(&app, StatusCode::BAD_REQUEST, e.to_string()),
     };
+    let served = app.slot.current();
+    let snapshot = served.as_deref().unwrap_or(&app.empty);
+    let decide = || {
+        snapshot
+            .view
+            .read(|view| admission::decide(&snapshot.catalog, view, &request))
+    };
+    let mut pending = decide();
     if let Some(wait) = app.namespaces.get()
         && let Some(namespace) = pending.unknown_namespace()
         && wait.wait_for(&namespace).await
     {
-        // The same body decided again, now that the view knows the namespace.
-        if let Ok(again) = snapshot
-            .view
-            .read(|view| admission::decide(&snapshot.catalog, view, &body))
-        {
-            pending = again;
-        }
+        pending = decide();
     }
     if let Some(copier) = app.copier.get()
         && pending.decision().is_some_and(|d| !d.copies.is_empty())
     {
         copier.make(&mut pending).await;
     }
-    let reviewed = match pending.finish() {
+    let rendered = match &served {
+        Some(_) => pending.render(),
+        None => pending.render_not_ready(&app.slot.not_ready_reason()),
+    };
+    let reviewed = match rendered {
         Ok(r) => r,
         Err(e) => return reject(&app, StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let (body, outcome) = if loaded.is_some() {
-        let answered = record(&app, &reviewed);
-        (Bytes::from(reviewed.body), answered)
-    } else {
-        not_ready_answer(&app, reviewed)
-    };
     let elapsed = started.elapsed();
-    app.metrics.admission(
-        &RequestLabels {
-            kind: kind_label(&outcome.kind),
-            operation: outcome.operation,
-            outcome: outcome.result.as_str(),
-        },
-        Some(elapsed),
-    );
-    log_admission(&outcome, elapsed);
+    record(app.metrics(), &reviewed, elapsed);
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        body,
+        Bytes::from(reviewed.body),
     )
         .into_response()
 }
 
-/// What one answered admission did, for the log line and the metrics.
-struct Answered {
-    uid: String,
-    kind: String,
-    operation: &'static str,
-    namespace: String,
-    name: String,
-    injected: Vec<String>,
-    copies: Vec<String>,
-    warnings: usize,
-    object_error: Option<String>,
-    result: Outcome,
-}
-
-fn kind_label(kind: &str) -> &'static str {
-    match kind {
-        "Pod" => "Pod",
-        "ServiceAccount" => "ServiceAccount",
-        _ => "other",
-    }
-}
-
-fn record(app: &App, reviewed: &Reviewed) -> Answered {
+/// Counts an answered admission and writes its log line.
+fn record(metrics: &Metrics, reviewed: &Reviewed, elapsed: Duration) {
     let o = &reviewed.outcome;
-    let mut answered = Answered {
-        uid: reviewed.response.uid.clone(),
-        kind: o.kind.clone(),
-        operation: o.operation,
-        namespace: o.namespace.clone(),
-        name: o.name.clone(),
-        injected: Vec::new(),
-        copies: Vec::new(),
-        warnings: reviewed.response.warnings.len(),
-        object_error: o.object_error.clone(),
-        result: if reviewed.response.patch.is_some() {
-            Outcome::Patched
-        } else {
-            Outcome::Unchanged
+    metrics.admission(
+        &RequestLabels {
+            kind: o.kind_label(),
+            operation: o.operation,
+            outcome: o.verdict.as_str(),
         },
-    };
-    if let Some(decision) = &o.decision {
-        for credential in &decision.credentials {
-            app.metrics.injection(credential);
+        Some(elapsed),
+    );
+    let (injected, copies) = match &o.decision {
+        Some(decision) => {
+            for credential in &decision.credentials {
+                metrics.injection(credential);
+            }
+            for w in &decision.warnings {
+                metrics.warning(w.reason.as_str());
+            }
+            (
+                decision.add.join(","),
+                decision
+                    .copies
+                    .iter()
+                    .map(|c| c.name())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
         }
-        for w in &decision.warnings {
-            app.metrics.warning(w.reason.as_str());
-        }
-        answered.injected = decision.add.clone();
-        answered.copies = decision
-            .copies
-            .iter()
-            .map(|c| c.name().to_string())
-            .collect();
-    }
-    answered
-}
-
-fn not_ready_answer(app: &App, reviewed: Reviewed) -> (Bytes, Answered) {
-    let mut response = reviewed.response;
-    let reason = app.not_ready.load();
-    if kind_label(&reviewed.outcome.kind) != "other" {
-        response.warnings.push(format!(
-            "pull-secret-injector is not ready ({reason}); no pull secrets injected"
-        ));
-    }
-    let body = serde_json::to_vec(&ResponseReview {
-        api_version: "admission.k8s.io/v1",
-        kind: "AdmissionReview",
-        response: &response,
-    })
-    .unwrap_or_default();
-    let o = reviewed.outcome;
-    let answered = Answered {
-        uid: response.uid.clone(),
-        kind: o.kind,
-        operation: o.operation,
-        namespace: o.namespace,
-        name: o.name,
-        injected: Vec::new(),
-        copies: Vec::new(),
-        warnings: response.warnings.len(),
-        object_error: o.object_error,
-        result: Outcome::NotReady,
+        None => (String::new(), String::new()),
     };
-    (Bytes::from(body), answered)
-}
-
-fn log_admission(a: &Answered, elapsed: Duration) {
+    let warnings = reviewed.response.warnings.len();
     let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-    match &a.object_error {
+    match &o.object_error {
         None => tracing::info!(
-            uid = %a.uid,
-            kind = %a.kind,
-            operation = %a.operation,
-            namespace = %a.namespace,
-            name = %a.name,
-            injected = %a.injected.join(","),
-            copies_needed = %a.copies.join(","),
-            warnings = a.warnings,
-            outcome = %a.result.as_str(),
+            uid = %reviewed.response.uid,
+            kind = %o.kind,
+            operation = %o.operation,
+            namespace = %o.namespace,
+            name = %o.name,
+            injected = %injected,
+            copies_needed = %copies,
+            warnings,
+            outcome = %o.verdict.as_str(),
             latency_us,
             "admission"
         ),
         Some(error) => tracing::warn!(
-            uid = %a.uid,
-            kind = %a.kind,
-            operation = %a.operation,
-            namespace = %a.namespace,
-            name = %a.name,
+            uid = %reviewed.response.uid,
+            kind = %o.kind,
+            operation = %o.operation,
+            namespace = %o.namespace,
+            name = %o.name,
             error = %error,
-            warnings = a.warnings,
-            outcome = %a.result.as_str(),
+            warnings,
+            outcome = %o.verdict.as_str(),
             latency_us,
             "admission: object not readable, nothing injected"
         ),
@@ -531,19 +412,19 @@ pub async fn bind(
     cert: &Arc<ServingCert>,
     client_ca: Option<&ClientCa>,
     app: Arc<App>,
-) -> Result<Bound, ServeError> {
+) -> Result<Bound, HttpError> {
     let tls = cert.server_config(client_ca)?;
     let admission_listener =
         TcpListener::bind(admission)
             .await
-            .map_err(|source| ServeError::Bind {
+            .map_err(|source| HttpError::Bind {
                 addr: admission,
                 what: "admission",
                 source,
             })?;
     let metrics_listener = TcpListener::bind(metrics)
         .await
-        .map_err(|source| ServeError::Bind {
+        .map_err(|source| HttpError::Bind {
             addr: metrics,
             what: "metrics",
             source,
@@ -556,9 +437,9 @@ pub async fn bind(
     })
 }
 
-/// Why the server could not start or stopped with an error.
+/// Why the HTTP side could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
-pub enum ServeError {
+pub enum HttpError {
     /// A port could not be bound.
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind {
@@ -574,19 +455,7 @@ pub enum ServeError {
     Tls(#[from] TlsError),
     /// The metrics server failed.
     #[error("metrics server: {0}")]
-    Metrics(std::io::Error),
-    /// Cluster mode cannot start.
-    #[error(transparent)]
-    Cluster(#[from] crate::cluster::ClusterError),
-    /// Self-signed mode cannot load or make its certificate.
-    #[error(transparent)]
-    SelfSigned(#[from] crate::cluster::self_signed::SelfSignedError),
-    /// Flags that do not fit together.
-    #[error("{0}")]
-    Usage(String),
-    /// The async runtime could not start or a server task failed.
-    #[error("runtime: {0}")]
-    Runtime(std::io::Error),
+    Metrics(#[source] std::io::Error),
 }
 
 impl Bound {
@@ -605,7 +474,7 @@ impl Bound {
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServeError> {
+    ) -> Result<(), HttpError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let app = self.app.clone();
         let grace = app.limits.shutdown_grace;
@@ -681,7 +550,7 @@ impl Bound {
             tracing::warn!("grace period over; closing the remaining connections");
         }
         match tokio::time::timeout(grace, metrics_task).await {
-            Ok(Ok(Err(e))) => Err(ServeError::Metrics(e)),
+            Ok(Ok(Err(e))) => Err(HttpError::Metrics(e)),
             _ => Ok(()),
         }
     }

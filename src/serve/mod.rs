@@ -1,10 +1,12 @@
-//! The `serve` command: loads the certificate and the state to serve, starts the server, keeps
-//! both fresh by polling their files, and stops on SIGTERM or SIGINT.
+//! The `serve` command, wired: loads the certificate and what to serve (files, or the cluster),
+//! starts the HTTP server, keeps both fresh, and stops on SIGTERM or SIGINT. The one place that
+//! knows every part; the parts know nothing of each other (cluster mode is handed the serving
+//! slot and hands back the ports the HTTP server calls).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -12,15 +14,42 @@ use tokio::task::JoinHandle;
 pub mod files;
 pub mod http;
 
-use crate::cluster::ClusterArgs;
+use crate::admission::slot::Slot;
 pub use crate::cluster::ClusterOptions;
-use crate::cluster::self_signed::{self, SelfSignedArgs};
-use crate::serve::files::FileSource;
+use crate::cluster::self_signed::{self, SelfSignedArgs, SelfSignedError};
+use crate::cluster::{ClusterArgs, ClusterError};
 use crate::metrics::Metrics;
-use crate::reload;
-use http::{App, Limits, ServeError};
-use crate::tls::{Reload, ServingCert};
+use crate::reload::{self, ReportOnce};
+use crate::tls::{ClientCa, Reload, ServingCert, TlsError};
 use crate::view::live::ClusterIndex;
+use files::FileSource;
+use http::{App, HttpError, Limits};
+
+/// Why `serve` could not start, or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The HTTP side (ports, TLS, the metrics server).
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// The serving certificate or the client CA cannot be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Cluster mode cannot start.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// Self-signed mode cannot load or make its certificate.
+    #[error(transparent)]
+    SelfSigned(#[from] SelfSignedError),
+    /// Flags that do not fit together.
+    #[error("{0}")]
+    Usage(&'static str),
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The server task ended abnormally.
+    #[error("the server task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
 
 /// Everything `serve` is told on its command line.
 #[derive(Debug, Clone)]
@@ -85,57 +114,22 @@ pub struct Running {
     pub task: JoinHandle<Result<(), ServeError>>,
 }
 
-/// Logs a failure when it differs from the last one, so a file that stays broken or missing
-/// is reported once rather than at every poll.
-#[derive(Debug, Default)]
-struct Reported(Mutex<Option<String>>);
-
-impl Reported {
-    fn first_time(&self, message: &str) -> bool {
-        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if last.as_deref() == Some(message) {
-            return false;
-        }
-        *last = Some(message.to_string());
-        true
-    }
-
-    fn clear(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-}
-
-fn load_files(source: &FileSource, app: &App, reported: &Reported) {
+/// File mode's reaction to a poll of its files, through the slot's one reaction to a config
+/// load.
+fn load_files(source: &FileSource, slot: &Slot) {
     match source.poll() {
         Ok(None) => {}
         Ok(Some(snapshot)) => {
-            reported.clear();
-            let credentials = snapshot.catalog.config().credentials.len();
-            for problem in snapshot.catalog.problems() {
-                tracing::warn!("config: {problem}");
-            }
-            app.metrics().config_reload(true, Some(credentials));
-            app.serve_snapshot(snapshot);
-            tracing::info!(credentials, "config loaded");
+            slot.config_accepted("files", snapshot.catalog.config());
+            slot.publish(Arc::new(snapshot));
         }
         Err(e) => {
-            let message = e.to_string();
-            if reported.first_time(&message) {
-                app.metrics().config_reload(false, None);
-                if app.is_ready() {
-                    tracing::error!(
-                        "config not reloaded, still serving the last good one: {message}"
-                    );
-                } else {
-                    tracing::error!("config not loaded: {message}");
-                }
-            }
-            app.set_not_ready(&format!("config not loaded: {message}"));
+            slot.config_refused(&format!("config not loaded: {e}"));
         }
     }
 }
 
-fn reload_cert(cert: &ServingCert, metrics: &Metrics, reported: &Reported) {
+fn reload_cert(cert: &ServingCert, metrics: &Metrics, reported: &ReportOnce) {
     match cert.reload() {
         Ok(Reload::Unchanged) => {}
         Ok(Reload::Replaced) => {
@@ -162,9 +156,7 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, ServeError> {
     if args.config.is_none() && !args.cluster.is_empty() {
-        return Err(ServeError::Usage(
-            "--cluster needs --config (file mode)".to_string(),
-        ));
+        return Err(ServeError::Usage("--cluster needs --config (file mode)"));
     }
     let cluster_args = match args.config {
         Some(_) => None,
@@ -186,8 +178,7 @@ pub async fn start(
             if args.config.is_some() {
                 return Err(ServeError::Usage(
                     "--self-signed needs cluster mode (it keeps the certificate in a Secret); \
-                     use --tls-cert and --tls-key with --config"
-                        .to_string(),
+                     use --tls-cert and --tls-key with --config",
                 ));
             }
             let client = crate::cluster::client(args.cluster_mode.kubeconfig.as_deref()).await?;
@@ -206,25 +197,21 @@ pub async fn start(
     };
     let mut limits = args.limits.clone();
     limits.require_client_cert = args.client_ca.is_some();
-    let app = App::new(metrics.clone(), limits, "config not loaded yet");
+    let slot = Slot::new(metrics.clone(), "config not loaded yet");
+    let app = App::new(slot.clone(), limits);
 
     let mut cluster = None;
     if let Some(config) = args.config.clone() {
         let source = FileSource::new(config, args.cluster.clone(), args.own_namespace.clone());
-        let config_reported = Reported::default();
-        load_files(&source, &app, &config_reported);
+        load_files(&source, &slot);
         let interval = args.reload_interval.max(Duration::from_millis(10));
-        let watch_app = app.clone();
+        let watch_slot = slot.clone();
         background.push(tokio::spawn(reload::every(interval, move || {
-            load_files(&source, &watch_app, &config_reported)
+            load_files(&source, &watch_slot)
         })));
     }
 
-    let client_ca = args
-        .client_ca
-        .as_deref()
-        .map(crate::tls::ClientCa::load)
-        .transpose()?;
+    let client_ca = args.client_ca.as_deref().map(ClientCa::load).transpose()?;
     let bound = http::bind(
         args.listen,
         args.metrics_listen,
@@ -233,12 +220,12 @@ pub async fn start(
         app.clone(),
     )
     .await?;
-    let admission_addr = bound.admission_addr().map_err(|source| ServeError::Bind {
+    let admission_addr = bound.admission_addr().map_err(|source| HttpError::Bind {
         addr: args.listen,
         what: "admission",
         source,
     })?;
-    let metrics_addr = bound.metrics_addr().map_err(|source| ServeError::Bind {
+    let metrics_addr = bound.metrics_addr().map_err(|source| HttpError::Bind {
         addr: args.metrics_listen,
         what: "metrics",
         source,
@@ -249,21 +236,24 @@ pub async fn start(
             cluster_args.config_map_namespace,
             cluster_args.config_map_name
         );
-        cluster = Some(crate::cluster::start(cluster_args, app.clone()).await?);
+        let started = crate::cluster::start(cluster_args, slot.clone()).await?;
+        app.set_copier(started.copier());
+        app.set_namespace_wait(started.namespace_wait());
+        cluster = Some(started);
     }
     tracing::info!("admission listening on https://{admission_addr}");
     tracing::info!("metrics listening on http://{metrics_addr}");
 
     if watch_files {
         let interval = args.reload_interval.max(Duration::from_millis(10));
-        let cert_reported = Reported::default();
+        let cert_reported = ReportOnce::default();
         background.push(tokio::spawn(reload::every(interval, move || {
             reload_cert(&cert, &metrics, &cert_reported)
         })));
     }
     let index = cluster.as_ref().map(|c| c.index().clone());
     let task = tokio::spawn(async move {
-        let result = bound.run(shutdown).await;
+        let result = bound.run(shutdown).await.map_err(ServeError::from);
         for task in background {
             task.abort();
         }
@@ -316,7 +306,7 @@ pub fn serve(args: &ServeArgs) -> Result<(), ServeError> {
         let running = start(args, termination_signal()).await?;
         match running.task.await {
             Ok(result) => result,
-            Err(e) => Err(ServeError::Runtime(std::io::Error::other(e.to_string()))),
+            Err(e) => Err(ServeError::Task(e)),
         }
     })?;
     tracing::info!("stopped");

@@ -151,7 +151,7 @@ impl ServingCert {
         let key_pem = read(&self.key_path)?;
         let fingerprint = Fingerprint::of([cert_pem.as_slice(), key_pem.as_slice()]);
         {
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seen = crate::lock::lock(&self.seen);
             if *seen == fingerprint {
                 return Ok(Reload::Unchanged);
             }
@@ -179,7 +179,7 @@ impl ServingCert {
     /// Serves a new in-memory pair, unless it is the one served already.
     pub fn replace_pem(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<Reload, TlsError> {
         let fingerprint = Fingerprint::of([cert_pem, key_pem]);
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = crate::lock::lock(&self.seen);
         if *seen == fingerprint {
             return Ok(Reload::Unchanged);
         }
@@ -269,8 +269,8 @@ impl ResolvesServerCert for Resolver {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::certs;
+    use super::*;
 
     fn write_pair(dir: &Path, names: &[&str]) -> certs::Generated {
         let g =

@@ -266,12 +266,12 @@ impl ClusterIndex {
 
     /// Read access; hold it only for a decision, never across an await.
     pub fn read(&self) -> RwLockReadGuard<'_, Indexes> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
+        crate::lock::read(&self.inner)
     }
 
     /// Write access, for watch events and writes the injector made itself.
     pub fn write(&self) -> RwLockWriteGuard<'_, Indexes> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
+        crate::lock::write(&self.inner)
     }
 }
 

@@ -28,9 +28,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use pull_secret_injector::tls::certs;
-use pull_secret_injector::serve::{self, ClusterOptions, Running, ServeArgs, TlsSource};
 use pull_secret_injector::serve::http::Limits;
+use pull_secret_injector::serve::{self, ClusterOptions, Running, ServeArgs, TlsSource};
+use pull_secret_injector::tls::certs;
 
 pub use fake_apiserver::eventually;
 
