@@ -3,89 +3,16 @@
 //! registries their credential selects, hashed, and their keys put in one keyring.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::types::{Problem, WarningReason};
+use super::types::{PreparedSource, Problem, WarningReason};
 use crate::config::{Config, Credential, PROTECTED_NAMESPACES, Source};
-use crate::marks::{OPT_OUT_KEY, copy_annotations, copy_labels};
-use crate::registry::dockerconfig::{
-    DOCKER_CONFIG_JSON_KEY, DOCKER_CONFIG_JSON_TYPE, DockerConfig,
-};
+use crate::marks::OPT_OUT_KEY;
+use crate::registry::dockerconfig::DockerConfig;
 use crate::registry::keyring::{Keyring, RegistryKey};
 use crate::view::{ClusterView, NamespaceInfo};
-
-/// A source secret, filtered and ready to be copied or matched.
-#[derive(Clone)]
-pub struct PreparedSource {
-    /// The credential it belongs to.
-    pub credential: String,
-    /// Namespace of the source secret.
-    pub source_namespace: String,
-    /// Name of the source secret.
-    pub source_name: String,
-    /// Name of the copy in target namespaces.
-    pub copy_name: String,
-    /// The selected entries only.
-    pub content: DockerConfig,
-    /// `content` serialised as `.dockerconfigjson`.
-    pub data: Vec<u8>,
-    /// Hash of `data`, written to the copy's content-hash annotation.
-    pub hash: String,
-    /// The source secret's resourceVersion when it was read (empty when unknown): a writer
-    /// checks it against the API's before overwriting copies, so that a replica whose watch
-    /// lags never writes older content over newer.
-    pub source_version: String,
-}
-
-impl fmt::Debug for PreparedSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PreparedSource")
-            .field("credential", &self.credential)
-            .field(
-                "source",
-                &format_args!("{}/{}", self.source_namespace, self.source_name),
-            )
-            .field("copy_name", &self.copy_name)
-            .field("keys", &self.content.keys().collect::<Vec<_>>())
-            .field("hash", &self.hash)
-            .finish()
-    }
-}
-
-impl PreparedSource {
-    /// `namespace/name` of the source secret.
-    pub fn source_ref(&self) -> String {
-        format!("{}/{}", self.source_namespace, self.source_name)
-    }
-
-    /// The copy as it must exist in `namespace`.
-    pub fn copy_secret(&self, namespace: &str) -> Secret {
-        Secret {
-            metadata: ObjectMeta {
-                name: Some(self.copy_name.clone()),
-                namespace: Some(namespace.to_string()),
-                labels: Some(copy_labels()),
-                annotations: Some(copy_annotations(
-                    &self.credential,
-                    &self.source_ref(),
-                    &self.hash,
-                )),
-                ..Default::default()
-            },
-            type_: Some(DOCKER_CONFIG_JSON_TYPE.to_string()),
-            data: Some(BTreeMap::from([(
-                DOCKER_CONFIG_JSON_KEY.to_string(),
-                ByteString(self.data.clone()),
-            )])),
-            ..Default::default()
-        }
-    }
-}
 
 /// A problem with a credential that does not depend on the target namespace.
 #[derive(Debug, Clone)]

@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use super::catalog::{Catalog, CredentialProblem, PreparedSource, labels_of, opted_out};
+use super::catalog::{Catalog, CredentialProblem, labels_of, opted_out};
 use super::types::{
-    CopyRequest, Decision, ImageReport, MatchReport, Subject, SubjectKind, Warning, WarningReason,
+    CopyRequest, Decision, ImageReport, MatchReport, PreparedSource, Subject, SubjectKind, Warning,
+    WarningReason,
 };
 use crate::config::Source;
 use crate::marks::OPT_OUT_KEY;

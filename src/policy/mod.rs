@@ -12,11 +12,11 @@ pub mod evaluate;
 pub mod plan;
 pub mod types;
 
-pub use catalog::{Catalog, PreparedSource};
+pub use catalog::Catalog;
 pub use plan::{CopyPlan, CopyState, plan_copies};
 pub use types::{
-    CopyRequest, Decision, ImageReport, MatchReport, Problem, Subject, SubjectKind, Warning,
-    WarningReason,
+    CopyRequest, Decision, ImageReport, MatchReport, PreparedSource, Problem, Subject, SubjectKind,
+    Warning, WarningReason,
 };
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::catalog::{Catalog, PreparedSource};
+use super::catalog::Catalog;
+use super::types::PreparedSource;
 use crate::config::Source;
 use crate::view::ClusterView;
 use crate::view::live::Indexes;
