@@ -181,8 +181,8 @@ struct Serve {
     /// Cluster mode: how soon failed copies, updates and patches are tried again.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     retry_interval: Duration,
-    /// Cluster mode: sustained API requests per second for lists and writes (watches are not
-    /// counted).
+    /// Cluster mode: sustained API requests per second for the reconciler's reads and writes
+    /// (watches, and the copies admissions wait for, are not counted).
     #[arg(long, default_value_t = 50)]
     api_qps: u32,
     /// Cluster mode: API requests allowed in a burst above --api-qps.

@@ -169,9 +169,11 @@ impl Metrics {
         let copies = Family::<CopyStateLabels, Gauge>::default();
         registry.register(
             "copies",
-            "Managed copies by credential and state: current, stale (older than the source, \
-             being updated), source_missing (kept, the source is gone), unwanted (no rule wants \
-             it; deleted when prune is on)",
+            "Managed copies by credential and state: current, stale (data or marks differ from \
+             the source's, being updated), unwritable (stale, and its update was refused: \
+             retried with backoff), source_missing (kept, the source is gone), source_unusable \
+             (kept, the source no longer parses), orphaned (kept, names a selected source never \
+             seen), unwanted (no rule wants it; deleted when prune is on)",
             copies.clone(),
         );
         let credential_problems = Family::<ProblemLabels, Gauge>::default();

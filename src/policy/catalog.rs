@@ -23,6 +23,8 @@ pub(super) struct CredentialProblem {
     /// The registry keys the unusable source holds, when they could be read, so that only
     /// pods pulling from those registries hear of it.
     pub(super) keys: Option<Vec<RegistryKey>>,
+    /// The source secret (`namespace/name`) it concerns, when it concerns one that exists.
+    pub(super) source: Option<String>,
 }
 
 /// The config, compiled against the current source secrets.
@@ -84,6 +86,7 @@ impl Catalog {
                             keys: previous.and_then(|p| {
                                 p.known_keys(&credential.name, &format!("{namespace}/{name}"))
                             }),
+                            source: None,
                         });
                         Vec::new()
                     }
@@ -106,6 +109,7 @@ impl Catalog {
                                 selector.to_query()
                             ),
                             keys: None,
+                            source: None,
                         });
                     }
                     selected
@@ -212,6 +216,20 @@ impl Catalog {
             .and_then(|p| p.keys.clone())
     }
 
+    /// Whether a credential's source exists but does not parse as a pull secret: its copies
+    /// are kept (they still serve pulls) rather than pruned, until it is fixed or goes.
+    pub fn source_unparsable(&self, credential: &str, source_ref: &str) -> bool {
+        self.config
+            .credentials
+            .iter()
+            .zip(&self.problems)
+            .filter(|(c, _)| c.name == credential)
+            .flat_map(|(_, problems)| problems)
+            .any(|p| {
+                p.reason == WarningReason::SourceInvalid && p.source.as_deref() == Some(source_ref)
+            })
+    }
+
     /// The credentials' source problems, with their reasons (for metrics and Events).
     pub fn credential_problems(&self) -> Vec<Problem> {
         self.config
@@ -262,6 +280,7 @@ fn prepare(
                 .filter_map(|k| RegistryKey::parse(k).ok())
                 .collect()
         }),
+        source: Some(format!("{namespace}/{name}")),
     })?;
     for key in full.keys() {
         if let Err(e) = RegistryKey::parse(key) {
@@ -280,6 +299,7 @@ fn prepare(
                 credential.name
             ),
             keys: Some(Vec::new()),
+            source: Some(format!("{namespace}/{name}")),
         });
     }
     let data = content.to_dockerconfigjson();

@@ -24,6 +24,9 @@ pub enum CopyState {
     Unwritable,
     /// Its source secret is gone: kept, reported.
     SourceMissing,
+    /// Its source secret exists but no longer parses as a pull secret: kept (it still serves
+    /// pulls, and an admin's typo must not prune every copy), reported.
+    SourceUnusable,
     /// It names a `secretSelector` source this process never saw: kept, not alerted on (a
     /// tenant can write such marks; after a restart a vanished source looks the same).
     Orphaned,
@@ -39,6 +42,7 @@ impl CopyState {
             CopyState::Stale => "stale",
             CopyState::Unwritable => "unwritable",
             CopyState::SourceMissing => "source_missing",
+            CopyState::SourceUnusable => "source_unusable",
             CopyState::Orphaned => "orphaned",
             CopyState::Unwanted => "unwanted",
         }
@@ -102,8 +106,10 @@ pub fn plan_copies(catalog: &Catalog, ix: &Indexes, seen: &BTreeSet<String>) -> 
                     .is_some_and(|(sns, sname)| ix.secret(sns, sname).is_some());
                 let selected =
                     credential.is_some_and(|c| matches!(c.source, Source::SecretSelector { .. }));
-                if exists {
-                    // The source is there but no longer selected, or no longer usable: the
+                if exists && catalog.source_unparsable(copy.credential, copy.source) {
+                    CopyState::SourceUnusable
+                } else if exists {
+                    // The source is there but no longer selected, or selects no entry: the
                     // catalog's problems say why; the copy is not wanted from it.
                     CopyState::Unwanted
                 } else if selected && !seen.contains(copy.source) {
@@ -282,5 +288,21 @@ credentials:
             plan.missing_sources["runai"],
             BTreeSet::from(["runai/gone".to_string()])
         );
+    }
+
+    #[test]
+    fn copies_of_a_source_that_stopped_parsing_are_kept_even_with_prune() {
+        let (mut ix, catalog) = setup(true);
+        ix.apply_copy(&copy_of(&catalog, "hub", "team-a", "5"));
+        let mut broken = crate::testing::source("hub", "docker.io");
+        broken.data = Some(BTreeMap::from([(
+            ".dockerconfigjson".to_string(),
+            ByteString(b"not json".to_vec()),
+        )]));
+        ix.apply_secret(&feed("hub"), broken);
+        let catalog = Catalog::build(catalog.config().clone(), &ix, None);
+        let plan = plan_copies(&catalog, &ix, &BTreeSet::new());
+        assert!(plan.deletes.is_empty(), "{:?}", plan.deletes);
+        assert_eq!(plan.counts[&("hub".to_string(), "source_unusable")], 1);
     }
 }
