@@ -6,6 +6,9 @@
 //! make the copies they need through the [`writer`]. The [`reconcile`] loop keeps copies equal
 //! to their sources, backfills ServiceAccounts and prunes.
 
+pub mod api;
+mod config_map;
+mod events;
 pub mod reconcile;
 pub mod self_signed;
 mod watches;
@@ -19,24 +22,20 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use k8s_openapi::api::core::v1::{ConfigMap, Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::PostParams;
+use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::admission::ports::{CopyMaker, NamespaceWait};
 use crate::admission::slot::Slot;
-use crate::admission::slot::{Snapshot, View};
-use crate::config::{CONFIG_KEY, Config, DEFAULT_CONFIG_MAP, Source};
+use crate::admission::slot::Snapshot;
+use crate::config::{Config, DEFAULT_CONFIG_MAP};
 use crate::lock::lock;
 use crate::metrics::Metrics;
-use crate::policy::Catalog;
 use crate::reload::Fingerprint;
 
-use crate::view::live::{self, ClusterIndex, Feed, IndexRules};
+use crate::view::live::{ClusterIndex, Feed};
 
 /// The field manager of every write, so that the injector's fields are told apart from others'.
 pub const FIELD_MANAGER: &str = "pull-secret-injector";
@@ -108,9 +107,7 @@ impl ClusterArgs {
                     (ns.to_string(), name.to_string())
                 }
                 _ => {
-                    return Err(ClusterError::Usage(format!(
-                        "--config-map {text:?}: expected NAMESPACE/NAME"
-                    )));
+                    return Err(ClusterError::ConfigMapRef(text.clone()));
                 }
             },
         };
@@ -126,23 +123,26 @@ impl ClusterArgs {
 /// Why cluster mode cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    /// The kubeconfig file cannot be read.
-    #[error("cannot read kubeconfig {path}: {reason}")]
+    /// The kubeconfig file cannot be read or used.
+    #[error("cannot read kubeconfig {path}: {source}")]
     Kubeconfig {
         /// The file.
         path: String,
         /// Why.
-        reason: String,
+        source: kube::config::KubeconfigError,
     },
     /// No usable client configuration (not in a cluster, no kubeconfig).
     #[error("cannot configure the Kubernetes client: {0}")]
-    Config(String),
+    Config(#[source] kube::config::InferConfigError),
     /// The client cannot be built from the configuration.
     #[error("cannot build the Kubernetes client: {0}")]
-    Client(String),
-    /// A setting is out of range.
-    #[error("{0}")]
-    Usage(String),
+    Client(#[source] kube::Error),
+    /// `--config-map` is not `NAMESPACE/NAME`.
+    #[error("--config-map {0:?}: expected NAMESPACE/NAME")]
+    ConfigMapRef(String),
+    /// A rate flag is zero.
+    #[error("{0} must be at least 1")]
+    ZeroRate(&'static str),
 }
 
 /// The config as last read from the ConfigMap.
@@ -226,22 +226,20 @@ impl Drop for ClusterHandle {
 pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, ClusterError> {
     let config = match kubeconfig {
         Some(path) => {
-            let file = Kubeconfig::read_from(path).map_err(|e| ClusterError::Kubeconfig {
+            let file = Kubeconfig::read_from(path).map_err(|source| ClusterError::Kubeconfig {
                 path: path.display().to_string(),
-                reason: e.to_string(),
+                source,
             })?;
             kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| ClusterError::Kubeconfig {
+                .map_err(|source| ClusterError::Kubeconfig {
                     path: path.display().to_string(),
-                    reason: e.to_string(),
+                    source,
                 })?
         }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| ClusterError::Config(e.to_string()))?,
+        None => kube::Config::infer().await.map_err(ClusterError::Config)?,
     };
-    Client::try_from(config).map_err(|e| ClusterError::Client(e.to_string()))
+    Client::try_from(config).map_err(ClusterError::Client)
 }
 
 /// Starts the watches, the catalog builder and the reconciler; `slot` serves from the first
@@ -249,11 +247,10 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, Clus
 pub async fn start(args: ClusterArgs, slot: Arc<Slot>) -> Result<ClusterHandle, ClusterError> {
     // rustls picks a process-wide provider only when exactly one is compiled in; say which.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let qps = NonZeroU32::new(args.options.api_qps)
-        .ok_or_else(|| ClusterError::Usage("--api-qps must be at least 1".to_string()))?;
+    let qps = NonZeroU32::new(args.options.api_qps).ok_or(ClusterError::ZeroRate("--api-qps"))?;
     let burst = NonZeroU32::new(args.options.api_burst.max(1)).unwrap_or(NonZeroU32::MIN);
     let admission_qps = NonZeroU32::new(args.options.admission_api_qps)
-        .ok_or_else(|| ClusterError::Usage("--admission-api-qps must be at least 1".to_string()))?;
+        .ok_or(ClusterError::ZeroRate("--admission-api-qps"))?;
     let admission_burst =
         NonZeroU32::new(args.options.admission_api_burst.max(1)).unwrap_or(NonZeroU32::MIN);
     let client = client(args.options.kubeconfig.as_deref()).await?;
@@ -285,7 +282,7 @@ pub async fn start(args: ClusterArgs, slot: Arc<Slot>) -> Result<ClusterHandle, 
     let tasks = vec![
         tokio::spawn(watches::namespaces(shared.clone())),
         tokio::spawn(watches::config_map(shared.clone())),
-        tokio::spawn(build_loop(shared.clone())),
+        tokio::spawn(config_map::build_loop(shared.clone())),
         tokio::spawn(reconcile::run(shared.clone(), writer)),
     ];
     Ok(ClusterHandle {
@@ -316,257 +313,6 @@ impl Shared {
             "{}/{}",
             self.args.config_map_namespace, self.args.config_map_name
         )
-    }
-
-    /// Reads the config from the ConfigMap (`None`: it was deleted or never existed).
-    fn config_seen(self: &Arc<Self>, cm: Option<&ConfigMap>) {
-        let Some(cm) = cm else {
-            let mut state = lock(&self.config);
-            state.seen = None;
-            drop(state);
-            let message = format!("ConfigMap {} not found", self.config_map_ref());
-            self.slot.config_refused(&message);
-            return;
-        };
-        let text = cm
-            .data
-            .as_ref()
-            .and_then(|d| d.get(CONFIG_KEY))
-            .map(String::as_str);
-        let fingerprint = Fingerprint::of([text.unwrap_or("").as_bytes()]);
-        let mut state = lock(&self.config);
-        state.object = Some((
-            cm.metadata.uid.clone(),
-            cm.metadata.resource_version.clone(),
-        ));
-        if state.seen.as_ref() == Some(&fingerprint) {
-            return;
-        }
-        state.seen = Some(fingerprint);
-        let parsed = match text {
-            Some(text) => Config::from_raw_yaml(text).map_err(|e| e.to_string()),
-            None => Err(format!("it has no key {CONFIG_KEY}")),
-        };
-        match parsed {
-            Ok(config) => {
-                let config = Arc::new(config);
-                state.good = Some((config.clone(), fingerprint));
-                drop(state);
-                self.slot
-                    .config_accepted(&format!("ConfigMap {}", self.config_map_ref()), &config);
-                self.follow_config(&config);
-                self.rebuild.notify_one();
-                self.triggers.backfill_all();
-            }
-            Err(reason) => {
-                let serving = state.good.is_some();
-                drop(state);
-                let message = format!(
-                    "invalid config in ConfigMap {}: {reason}",
-                    self.config_map_ref()
-                );
-                if !self.slot.config_refused(&message) {
-                    return;
-                }
-                let consequence = if serving {
-                    "the last good configuration stays in force"
-                } else {
-                    "nothing is injected until it is fixed"
-                };
-                let message = format!("invalid {CONFIG_KEY}, {consequence}: {reason}");
-                let shared = self.clone();
-                tokio::spawn(async move { shared.post_event("InvalidConfig", message).await });
-            }
-        }
-    }
-
-    /// Records a Warning Event on the ConfigMap, where `kubectl describe` shows it.
-    async fn post_event(&self, reason: &str, mut message: String) {
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
-        // kube-apiserver refuses Event messages over 1 KiB.
-        if message.len() > 1000 {
-            let mut cut = 990;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str(" ...");
-        }
-        let (uid, resource_version) = lock(&self.config).object.clone().unwrap_or_default();
-        let event = Event {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{}.", self.args.config_map_name)),
-                namespace: Some(self.args.config_map_namespace.clone()),
-                ..Default::default()
-            },
-            involved_object: ObjectReference {
-                api_version: Some("v1".to_string()),
-                kind: Some("ConfigMap".to_string()),
-                name: Some(self.args.config_map_name.clone()),
-                namespace: Some(self.args.config_map_namespace.clone()),
-                uid,
-                resource_version,
-                ..Default::default()
-            },
-            reason: Some(reason.to_string()),
-            message: Some(message),
-            type_: Some("Warning".to_string()),
-            source: Some(EventSource {
-                component: Some(FIELD_MANAGER.to_string()),
-                host: None,
-            }),
-            reporting_component: Some(FIELD_MANAGER.to_string()),
-            reporting_instance: std::env::var("POD_NAME").ok(),
-            first_timestamp: Some(now.clone()),
-            last_timestamp: Some(now),
-            count: Some(1),
-            ..Default::default()
-        };
-        self.throttle().await;
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.args.config_map_namespace);
-        match api.create(&PostParams::default(), &event).await {
-            Ok(_) => self.metrics.api_write("create_event"),
-            Err(e) => {
-                self.metrics.reconcile_error("create_event");
-                tracing::warn!(
-                    "cannot record an Event on ConfigMap {}: {}",
-                    self.config_map_ref(),
-                    writer::describe(&e)
-                );
-            }
-        }
-    }
-
-    /// Starts the watches the config needs (its sources, the ServiceAccounts it names, the
-    /// copies) and stops those it no longer needs. When what the index admits changes, the
-    /// copies and ServiceAccounts watches list again: what was ignored may count now.
-    fn follow_config(self: &Arc<Self>, config: &Config) {
-        let relist = self.index.write().set_rules(IndexRules::of(config));
-        let mut wanted = source_feeds(config);
-        wanted.extend(live::service_account_feeds(config));
-        wanted.insert(Feed::Copies);
-        let mut feeds = lock(&self.feeds);
-        let stale: Vec<Feed> = feeds
-            .keys()
-            .filter(|f| !wanted.contains(*f))
-            .cloned()
-            .collect();
-        for feed in stale {
-            if let Some(task) = feeds.remove(&feed) {
-                task.abort();
-            }
-            self.index.write().remove_feed(&feed);
-        }
-        for feed in wanted {
-            let restart = relist && matches!(feed, Feed::Copies | Feed::ServiceAccounts { .. });
-            if restart && let Some(task) = feeds.remove(&feed) {
-                task.abort();
-            }
-            if let std::collections::hash_map::Entry::Vacant(slot) = feeds.entry(feed) {
-                let task = match slot.key() {
-                    Feed::Copies => watches::copies(self.clone()),
-                    Feed::ServiceAccounts { .. } => {
-                        watches::service_accounts(self.clone(), slot.key().clone())
-                    }
-                    other => watches::secrets(self.clone(), other.clone()),
-                };
-                slot.insert(task);
-            }
-        }
-    }
-
-    /// Whether every ServiceAccount watch the config needs has listed: a full backfill before
-    /// that would miss the ServiceAccounts not listed yet (it runs again when they are).
-    fn service_accounts_synced(&self, config: &Config) -> bool {
-        let ix = self.index.read();
-        live::service_account_feeds(config)
-            .iter()
-            .all(|f| ix.is_synced(f))
-    }
-
-    /// Compiles the config against the index and serves it, once every watch it depends on
-    /// has listed.
-    fn rebuild_now(self: &Arc<Self>) {
-        let config = {
-            let state = lock(&self.config);
-            match &state.good {
-                Some((config, _)) => config.clone(),
-                None => return,
-            }
-        };
-        let mut required = vec![Feed::Namespaces, Feed::Copies];
-        required.extend(source_feeds(&config));
-        let ix = self.index.read();
-        let waiting: Vec<String> = required
-            .iter()
-            .filter(|f| !ix.is_synced(f))
-            .map(feed_name)
-            .collect();
-        if !waiting.is_empty() {
-            // Once serving, the previous catalog stays until new sources have listed.
-            if !self.slot.is_serving() {
-                self.slot.set_not_ready(&format!(
-                    "waiting for the first list of {}",
-                    waiting.join(", ")
-                ));
-            }
-            return;
-        }
-        let previous = self.snapshot();
-        let catalog = Catalog::build_after(
-            (*config).clone(),
-            &*ix,
-            Some(self.args.own_namespace.as_str()),
-            previous.as_ref().map(|s| &s.catalog),
-        );
-        drop(ix);
-        let mut counts: std::collections::BTreeMap<(String, &'static str), i64> =
-            Default::default();
-        for problem in catalog.credential_problems() {
-            *counts
-                .entry((problem.credential, problem.reason.as_str()))
-                .or_default() += 1;
-        }
-        self.metrics.set_credential_problems(&counts);
-        let credential_messages: Vec<String> = catalog
-            .credential_problems()
-            .into_iter()
-            .map(|p| p.message)
-            .collect();
-        let prepared: BTreeSet<(String, String, String)> = catalog
-            .prepared_sources()
-            .map(|(c, s)| (c.name.clone(), s.source_ref(), s.copy_name.clone()))
-            .collect();
-        let sources_changed = lock(&self.prepared)
-            .replace(prepared.clone())
-            .is_some_and(|before| before != prepared);
-        let snapshot = Arc::new(Snapshot {
-            catalog,
-            view: View::Live(self.index.clone()),
-        });
-        let first = self.snapshot.swap(Some(snapshot.clone())).is_none();
-        let fresh = self.slot.publish(snapshot);
-        // Admins read the whole story in the ConfigMap's Events; tenants' admission warnings
-        // only name the credential.
-        let events: Vec<String> = credential_messages
-            .into_iter()
-            .filter(|m| fresh.contains(m))
-            .collect();
-        if !events.is_empty() {
-            let shared = self.clone();
-            tokio::spawn(async move {
-                for message in events {
-                    shared.post_event("CredentialUnusable", message).await;
-                }
-            });
-        }
-        if first {
-            tracing::info!("caches synced; serving admissions");
-        }
-        if sources_changed {
-            self.triggers.backfill_all();
-        }
-        self.triggers.sync();
     }
 }
 
@@ -599,52 +345,5 @@ impl NamespaceWait for NamespaceWaiter {
             };
             tokio::time::timeout(bound, wait).await.unwrap_or(false)
         })
-    }
-}
-
-/// The watch each source of the config needs.
-fn source_feeds(config: &Config) -> BTreeSet<Feed> {
-    config
-        .credentials
-        .iter()
-        .map(|c| match &c.source {
-            Source::Secret { namespace, name } => Feed::SourceNamed {
-                namespace: namespace.clone(),
-                name: name.clone(),
-            },
-            Source::SecretSelector {
-                namespace,
-                selector,
-            } => Feed::SourceSelected {
-                namespace: namespace.clone(),
-                labels: selector.to_query(),
-            },
-            Source::LocalSecretSelector { selector } => Feed::Locals {
-                labels: selector.to_query(),
-            },
-        })
-        .collect()
-}
-
-fn feed_name(feed: &Feed) -> String {
-    match feed {
-        Feed::Namespaces => "namespaces".to_string(),
-        Feed::Copies => "copies".to_string(),
-        Feed::ServiceAccounts { name: Some(name) } => format!("ServiceAccounts named {name}"),
-        Feed::ServiceAccounts { name: None } => "ServiceAccounts".to_string(),
-        Feed::SourceNamed { namespace, name } => format!("secret {namespace}/{name}"),
-        Feed::SourceSelected { namespace, labels } => {
-            format!("secrets {labels} in namespace {namespace}")
-        }
-        Feed::Locals { labels } => format!("local secrets {labels}"),
-    }
-}
-
-/// Rebuilds the catalog whenever a watch says something it depends on changed; bursts of
-/// changes coalesce into one rebuild.
-async fn build_loop(shared: Arc<Shared>) {
-    loop {
-        shared.rebuild.notified().await;
-        shared.rebuild_now();
     }
 }

@@ -16,6 +16,7 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 
 use super::Shared;
+use super::api::{ApiAction, WriteError, describe};
 use super::writer::{Budget, Made, Writer};
 use crate::lock::lock;
 use crate::policy::{
@@ -334,7 +335,7 @@ async fn sync_copies(
                 (ns, source, result)
             }
         });
-        let results: Vec<(String, Arc<PreparedSource>, Result<bool, String>)> =
+        let results: Vec<(String, Arc<PreparedSource>, Result<bool, WriteError>)> =
             futures::stream::iter(writes)
                 .buffer_unordered(WRITE_CONCURRENCY)
                 .collect()
@@ -402,7 +403,7 @@ async fn sync_copies(
             Err(reason) => {
                 let (attempts, _) = Refused::refused(&mut memory.refused_deletes, key, now, retry);
                 if attempts == 1 {
-                    let hint = if reason.starts_with("403") {
+                    let hint = if reason.is_forbidden() {
                         " (prune: true needs the delete grant of manifests/components/prune)"
                     } else {
                         ""
@@ -447,11 +448,13 @@ async fn current_sources(
                 "source changed since the catalog was built; copies wait for the next pass"
             ),
             Err(e) => {
-                shared.metrics.reconcile_error("get_source");
+                shared
+                    .metrics
+                    .reconcile_error(ApiAction::GetSource.as_str());
                 tracing::warn!(
                     source = %source_ref,
                     "cannot check the source before updating its copies, retrying later: {}",
-                    super::writer::describe(&e)
+                    describe(&e)
                 );
             }
         }

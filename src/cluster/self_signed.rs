@@ -27,7 +27,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio::task::JoinHandle;
 
 use super::FIELD_MANAGER;
-use super::writer::describe;
+use super::api::describe;
 use crate::metrics::Metrics;
 use crate::tls::ServingCert;
 use crate::tls::certs;

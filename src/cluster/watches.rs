@@ -14,6 +14,7 @@ use kube::runtime::watcher::{self, Event, watcher};
 use tokio::task::JoinHandle;
 
 use super::Shared;
+use super::api::WatchKind;
 use crate::marks::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::view::NamespaceInfo;
 use crate::view::live::{Feed, Stored};
@@ -22,7 +23,7 @@ use crate::view::live::{Feed, Stored};
 /// `resync`. Errors are counted, and logged once until the watch recovers.
 async fn run<K, S>(
     shared: Arc<Shared>,
-    name: &'static str,
+    name: WatchKind,
     mut open: impl FnMut() -> S,
     mut handle: impl FnMut(Event<K>),
 ) where
@@ -42,25 +43,25 @@ async fn run<K, S>(
         loop {
             tokio::select! {
                 () = &mut restart => {
-                    tracing::debug!(watch = name, "periodic resync: listing again");
+                    tracing::debug!(watch = name.as_str(), "periodic resync: listing again");
                     break;
                 }
                 item = stream.next() => match item {
                     Some(Ok(event)) => {
                         if matches!(event, Event::InitDone) {
-                            shared.metrics.watch_listed(name);
+                            shared.metrics.watch_listed(name.as_str());
                             if failing.take().is_some() {
-                                tracing::info!(watch = name, "watch recovered");
+                                tracing::info!(watch = name.as_str(), "watch recovered");
                             }
                         }
                         handle(event);
                     }
                     Some(Err(e)) => {
-                        shared.metrics.watch_error(name);
+                        shared.metrics.watch_error(name.as_str());
                         let message = e.to_string();
                         if failing.as_deref() != Some(message.as_str()) {
                             tracing::warn!(
-                                watch = name,
+                                watch = name.as_str(),
                                 "watch failed, retrying with backoff: {message}"
                             );
                             failing = Some(message);
@@ -80,7 +81,7 @@ pub(super) async fn namespaces(shared: Arc<Shared>) {
     let handler = shared.clone();
     run(
         shared,
-        "namespaces",
+        WatchKind::Namespaces,
         move || watcher(api.clone(), watcher::Config::default()).default_backoff(),
         move |event| {
             let mut changed: Option<String> = None;
@@ -138,7 +139,7 @@ pub(super) fn copies(shared: Arc<Shared>) -> JoinHandle<()> {
     let handler = shared.clone();
     tokio::spawn(run(
         shared,
-        "copies",
+        WatchKind::Copies,
         move || watcher(api.clone(), config.clone()).default_backoff(),
         move |event| {
             let mut ix = handler.index.write();
@@ -182,7 +183,7 @@ pub(super) fn service_accounts(shared: Arc<Shared>, feed: Feed) -> JoinHandle<()
     let handler = shared.clone();
     tokio::spawn(run(
         shared,
-        "service_accounts",
+        WatchKind::ServiceAccounts,
         move || watcher(api.clone(), config.clone()).default_backoff(),
         move |event| {
             let mut ix = handler.index.write();
@@ -229,7 +230,7 @@ pub(super) async fn config_map(shared: Arc<Shared>) {
     let mut listed = false;
     run(
         shared,
-        "config",
+        WatchKind::Config,
         move || watcher(api.clone(), config.clone()).default_backoff(),
         move |event| match event {
             Event::Init => listed = false,
@@ -251,21 +252,21 @@ pub(super) async fn config_map(shared: Arc<Shared>) {
 /// Source or local secrets for one feed of the config, whole (their data is copied).
 pub(super) fn secrets(shared: Arc<Shared>, feed: Feed) -> JoinHandle<()> {
     let client = shared.client.clone();
-    let (api, config, name): (Api<Secret>, watcher::Config, &'static str) = match &feed {
+    let (api, config, name): (Api<Secret>, watcher::Config, WatchKind) = match &feed {
         Feed::SourceNamed { namespace, name } => (
             Api::namespaced(client, namespace),
             watcher::Config::default().fields(&format!("metadata.name={name}")),
-            "sources",
+            WatchKind::Sources,
         ),
         Feed::SourceSelected { namespace, labels } => (
             Api::namespaced(client, namespace),
             watcher::Config::default().labels(labels),
-            "sources",
+            WatchKind::Sources,
         ),
         Feed::Locals { labels } => (
             Api::all(client),
             watcher::Config::default().labels(labels),
-            "local_secrets",
+            WatchKind::LocalSecrets,
         ),
         Feed::Namespaces | Feed::Copies | Feed::ServiceAccounts { .. } => {
             return tokio::spawn(async {});

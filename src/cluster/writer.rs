@@ -24,6 +24,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
+use super::api::{ApiAction, WriteError, describe, status_code};
 use super::{FIELD_MANAGER, Shared};
 use crate::admission::Pending;
 use crate::admission::ports::CopyMaker;
@@ -45,7 +46,7 @@ pub enum Budget {
 const PATCH_ATTEMPTS: usize = 5;
 
 /// How a copy stands after an attempt to make it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Made {
     /// It exists and is ours (possibly with older content, which the reconciler updates).
     Ready,
@@ -53,32 +54,8 @@ pub enum Made {
     Foreign,
     /// Another credential's copy holds the name.
     Conflict(String),
-    /// Not made now (API error, terminating namespace); worth another try.
-    Failed(String),
-}
-
-/// Describes an API error by its status, never by a request body.
-pub fn describe(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(status) => format!(
-            "{} {}: {}",
-            status.code,
-            if status.reason.is_empty() {
-                "Error"
-            } else {
-                status.reason.as_str()
-            },
-            status.message
-        ),
-        other => other.to_string(),
-    }
-}
-
-fn status_code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
-    }
+    /// Not made now (API error, timeout); worth another try.
+    Failed(WriteError),
 }
 
 /// A copy by namespace and name.
@@ -151,7 +128,9 @@ impl Writer {
             .await
         {
             Ok(created) => {
-                self.shared.metrics.api_write("create_copy");
+                self.shared
+                    .metrics
+                    .api_write(ApiAction::CreateCopy.as_str());
                 self.shared.index.write().apply_copy(&created);
                 tracing::info!(
                     namespace = %ns,
@@ -163,8 +142,10 @@ impl Writer {
             }
             Err(e) if status_code(&e) == Some(409) => self.adopt(request, budget).await,
             Err(e) => {
-                self.shared.metrics.reconcile_error("create_copy");
-                Made::Failed(describe(&e))
+                self.shared
+                    .metrics
+                    .reconcile_error(ApiAction::CreateCopy.as_str());
+                Made::Failed(WriteError::api(e))
             }
         }
     }
@@ -178,8 +159,8 @@ impl Writer {
         self.throttle(budget).await;
         let existing = match self.secrets(ns).get_opt(name).await {
             Ok(Some(s)) => s,
-            Ok(None) => return Made::Failed(format!("secret {ns}/{name} vanished meanwhile")),
-            Err(e) => return Made::Failed(describe(&e)),
+            Ok(None) => return Made::Failed(WriteError::Vanished(format!("{ns}/{name}"))),
+            Err(e) => return Made::Failed(WriteError::api(e)),
         };
         let admitted = self.shared.index.write().apply_copy(&existing);
         let marks = CopyMarks::read(&existing.metadata).filter(|_| admitted);
@@ -217,7 +198,7 @@ impl Writer {
         namespace: &str,
         source: &PreparedSource,
         resource_version: &str,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, WriteError> {
         self.shared.throttle().await;
         let data = ByteString(source.data.clone());
         let patch = json!({
@@ -237,14 +218,18 @@ impl Writer {
             .await
         {
             Ok(updated) => {
-                self.shared.metrics.api_write("update_copy");
+                self.shared
+                    .metrics
+                    .api_write(ApiAction::UpdateCopy.as_str());
                 self.shared.index.write().apply_copy(&updated);
                 Ok(true)
             }
             Err(e) if matches!(status_code(&e), Some(409) | Some(404)) => Ok(false),
             Err(e) => {
-                self.shared.metrics.reconcile_error("update_copy");
-                Err(describe(&e))
+                self.shared
+                    .metrics
+                    .reconcile_error(ApiAction::UpdateCopy.as_str());
+                Err(WriteError::api(e))
             }
         }
     }
@@ -255,7 +240,7 @@ impl Writer {
         namespace: &str,
         name: &str,
         resource_version: &str,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, WriteError> {
         self.shared.throttle().await;
         let params = DeleteParams {
             preconditions: Some(Preconditions {
@@ -266,14 +251,18 @@ impl Writer {
         };
         match self.secrets(namespace).delete(name, &params).await {
             Ok(_) => {
-                self.shared.metrics.api_write("delete_copy");
+                self.shared
+                    .metrics
+                    .api_write(ApiAction::DeleteCopy.as_str());
                 self.shared.index.write().delete_copy(namespace, name);
                 Ok(true)
             }
             Err(e) if matches!(status_code(&e), Some(409) | Some(404)) => Ok(false),
             Err(e) => {
-                self.shared.metrics.reconcile_error("delete_copy");
-                Err(describe(&e))
+                self.shared
+                    .metrics
+                    .reconcile_error(ApiAction::DeleteCopy.as_str());
+                Err(WriteError::api(e))
             }
         }
     }
@@ -288,7 +277,7 @@ impl Writer {
         namespace: &str,
         service_account: &str,
         names: &[String],
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, WriteError> {
         let api: Api<ServiceAccount> = Api::namespaced(self.shared.client.clone(), namespace);
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_string()),
@@ -301,8 +290,10 @@ impl Writer {
                 Ok(Some(sa)) => sa,
                 Ok(None) => return Ok(Vec::new()),
                 Err(e) => {
-                    self.shared.metrics.reconcile_error("get_service_account");
-                    return Err(describe(&e));
+                    self.shared
+                        .metrics
+                        .reconcile_error(ApiAction::GetServiceAccount.as_str());
+                    return Err(WriteError::api(e));
                 }
             };
             let Some(patch) = reference_patch(&current, names) else {
@@ -316,7 +307,9 @@ impl Writer {
                 Ok(_) => {
                     // The ServiceAccounts watch reports the change; a pass that looks again
                     // before it does reads the API and finds nothing to add.
-                    self.shared.metrics.api_write("patch_service_account");
+                    self.shared
+                        .metrics
+                        .api_write(ApiAction::PatchServiceAccount.as_str());
                     return Ok(patch.added);
                 }
                 // 422: the `test` failed (kube answers a failed JSON patch test so); 409: a
@@ -326,15 +319,20 @@ impl Writer {
                 }
                 Err(e) if status_code(&e) == Some(404) => return Ok(Vec::new()),
                 Err(e) => {
-                    self.shared.metrics.reconcile_error("patch_service_account");
-                    return Err(describe(&e));
+                    self.shared
+                        .metrics
+                        .reconcile_error(ApiAction::PatchServiceAccount.as_str());
+                    return Err(WriteError::api(e));
                 }
             }
         }
-        self.shared.metrics.reconcile_error("patch_service_account");
-        Err(format!(
-            "kept changing while being patched ({PATCH_ATTEMPTS} attempts; last: {last_conflict})"
-        ))
+        self.shared
+            .metrics
+            .reconcile_error(ApiAction::PatchServiceAccount.as_str());
+        Err(WriteError::Contended {
+            attempts: PATCH_ATTEMPTS,
+            last: last_conflict,
+        })
     }
 }
 
@@ -442,8 +440,8 @@ impl CopyMaker for AdmissionCopier {
             for (request, task) in attempts {
                 let made = match tokio::time::timeout_at(deadline, task).await {
                     Ok(Ok(made)) => made,
-                    Ok(Err(e)) => Made::Failed(format!("copy task failed: {e}")),
-                    Err(_) => Made::Failed(format!("not done within {budget:?}")),
+                    Ok(Err(e)) => Made::Failed(WriteError::Task(e.to_string())),
+                    Err(_) => Made::Failed(WriteError::TimedOut(budget)),
                 };
                 settle(shared, pending, &request, made);
             }

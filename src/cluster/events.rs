@@ -1,0 +1,71 @@
+//! Warning Events on the config ConfigMap, where `kubectl describe` shows them: an invalid
+//! config, a credential whose source cannot be used.
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::Api;
+use kube::api::PostParams;
+
+use super::api::{ApiAction, describe};
+use super::{FIELD_MANAGER, Shared};
+use crate::lock::lock;
+
+impl Shared {
+    /// Records a Warning Event on the ConfigMap, where `kubectl describe` shows it.
+    pub(super) async fn post_event(&self, reason: &str, mut message: String) {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        // kube-apiserver refuses Event messages over 1 KiB.
+        if message.len() > 1000 {
+            let mut cut = 990;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" ...");
+        }
+        let (uid, resource_version) = lock(&self.config).object.clone().unwrap_or_default();
+        let event = Event {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{}.", self.args.config_map_name)),
+                namespace: Some(self.args.config_map_namespace.clone()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".to_string()),
+                kind: Some("ConfigMap".to_string()),
+                name: Some(self.args.config_map_name.clone()),
+                namespace: Some(self.args.config_map_namespace.clone()),
+                uid,
+                resource_version,
+                ..Default::default()
+            },
+            reason: Some(reason.to_string()),
+            message: Some(message),
+            type_: Some("Warning".to_string()),
+            source: Some(EventSource {
+                component: Some(FIELD_MANAGER.to_string()),
+                host: None,
+            }),
+            reporting_component: Some(FIELD_MANAGER.to_string()),
+            reporting_instance: std::env::var("POD_NAME").ok(),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            ..Default::default()
+        };
+        self.throttle().await;
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.args.config_map_namespace);
+        match api.create(&PostParams::default(), &event).await {
+            Ok(_) => self.metrics.api_write(ApiAction::CreateEvent.as_str()),
+            Err(e) => {
+                self.metrics
+                    .reconcile_error(ApiAction::CreateEvent.as_str());
+                tracing::warn!(
+                    "cannot record an Event on ConfigMap {}: {}",
+                    self.config_map_ref(),
+                    describe(&e)
+                );
+            }
+        }
+    }
+}
