@@ -3,18 +3,17 @@
 //! Each command returns its standard output and exit code so that tests can call it directly;
 //! `main.rs` only parses flags and prints.
 
-use std::collections::BTreeMap;
-use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::admission;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
+pub use crate::inputs::{InputError, collect_files, load_cluster, load_config, parse_labels};
 use crate::policy::{Catalog, Decision, ImageReport, Subject, SubjectKind};
 use crate::registry::image::ImageRef;
-use crate::view::{ClusterState, ClusterView, NamespaceInfo};
+use crate::view::{ClusterView, NamespaceInfo};
 
 /// The namespace the injector runs in when `POD_NAMESPACE` is not set.
 pub const DEFAULT_OWN_NAMESPACE: &str = "pull-secret-injector";
@@ -22,25 +21,9 @@ pub const DEFAULT_OWN_NAMESPACE: &str = "pull-secret-injector";
 /// A failure that stops a command; the message names the file or object and the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// A file or directory could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The path.
-        path: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The config is invalid.
-    #[error("{path}: {source}")]
-    Config {
-        /// The config file.
-        path: String,
-        /// Every problem.
-        source: ConfigError,
-    },
-    /// A cluster manifest is invalid.
+    /// A file, the config or a manifest cannot be used.
     #[error(transparent)]
-    Manifest(#[from] crate::view::ManifestError),
+    Input(#[from] InputError),
     /// The AdmissionReview input is invalid.
     #[error("{origin}: {source}")]
     Review {
@@ -49,9 +32,6 @@ pub enum CliError {
         /// Why it cannot be answered.
         source: admission::ReviewError,
     },
-    /// A flag value is malformed.
-    #[error("{0}")]
-    Usage(String),
 }
 
 /// What a command prints on standard output and the exit code it ends with.
@@ -63,82 +43,6 @@ pub struct Output {
     pub stderr: String,
     /// Process exit code.
     pub code: i32,
-}
-
-/// Reads a config file: raw config YAML or a ConfigMap manifest.
-pub fn load_config(path: &Path) -> Result<Config, CliError> {
-    let text = read(path)?;
-    Config::from_yaml(&text).map_err(|source| CliError::Config {
-        path: path.display().to_string(),
-        source,
-    })
-}
-
-/// Loads every manifest under the given files and directories (`.yaml`, `.yml`, `.json`,
-/// directories recursively, in name order).
-pub fn load_cluster(paths: &[PathBuf]) -> Result<ClusterState, CliError> {
-    let mut state = ClusterState::new();
-    for path in paths {
-        let mut files = Vec::new();
-        collect_files(path, &mut files)?;
-        for file in files {
-            let text = read(&file)?;
-            state.load_manifests(&file.display().to_string(), &text)?;
-        }
-    }
-    Ok(state)
-}
-
-/// Lists the manifest files under a file or directory, recursively and in name order.
-pub fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
-    let meta = fs::metadata(path).map_err(|source| CliError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    if meta.is_file() {
-        out.push(path.to_path_buf());
-        return Ok(());
-    }
-    let mut entries: Vec<PathBuf> = fs::read_dir(path)
-        .map_err(|source| CliError::Read {
-            path: path.display().to_string(),
-            source,
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for entry in entries {
-        if entry.is_dir() {
-            collect_files(&entry, out)?;
-        } else if entry
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
-        {
-            out.push(entry);
-        }
-    }
-    Ok(())
-}
-
-fn read(path: &Path) -> Result<String, CliError> {
-    fs::read_to_string(path).map_err(|source| CliError::Read {
-        path: path.display().to_string(),
-        source,
-    })
-}
-
-/// Parses `key=value` flags into labels.
-pub fn parse_labels(pairs: &[String]) -> Result<BTreeMap<String, String>, CliError> {
-    pairs
-        .iter()
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => Err(CliError::Usage(format!(
-                "--namespace-label {p:?}: expected key=value"
-            ))),
-        })
-        .collect()
 }
 
 /// Inputs of `check`.
@@ -327,13 +231,13 @@ pub fn review(
         let mut buf = Vec::new();
         std::io::stdin()
             .read_to_end(&mut buf)
-            .map_err(|source| CliError::Read {
+            .map_err(|source| InputError::Read {
                 path: "standard input".to_string(),
                 source,
             })?;
         buf
     } else {
-        fs::read(input).map_err(|source| CliError::Read {
+        std::fs::read(input).map_err(|source| InputError::Read {
             path: input.to_string(),
             source,
         })?
@@ -373,7 +277,7 @@ pub fn review(
 /// `validate`: exit 0 when the config is valid, 1 with every problem listed otherwise. With
 /// cluster manifests, also reports sources that are missing or unusable.
 pub fn validate(config_path: &Path, cluster: &[PathBuf]) -> Result<Output, CliError> {
-    let text = read(config_path)?;
+    let text = crate::inputs::read(config_path)?;
     let config = match Config::from_yaml(&text) {
         Ok(c) => c,
         Err(e) => {

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use crate::admission::slot::{Snapshot, View};
 use crate::config::Config;
-use crate::offline::{CliError, collect_files};
+use crate::inputs::{InputError, collect_files};
 use crate::policy::Catalog;
 use crate::reload::Fingerprint;
 use crate::view::ClusterState;
@@ -21,12 +21,12 @@ pub struct FileSource {
     seen: Mutex<Option<Fingerprint>>,
 }
 
-fn read_text(path: &std::path::Path) -> Result<(String, Vec<u8>), CliError> {
-    let bytes = std::fs::read(path).map_err(|source| CliError::Read {
+fn read_text(path: &std::path::Path) -> Result<(String, Vec<u8>), InputError> {
+    let bytes = std::fs::read(path).map_err(|source| InputError::Read {
         path: path.display().to_string(),
         source,
     })?;
-    let text = String::from_utf8(bytes.clone()).map_err(|_| CliError::Read {
+    let text = String::from_utf8(bytes.clone()).map_err(|_| InputError::Read {
         path: path.display().to_string(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"),
     })?;
@@ -46,7 +46,7 @@ impl FileSource {
 
     /// Reads every file; returns a new snapshot when their content changed since the last call,
     /// `None` when it did not, and an error (once per distinct content) when it cannot be used.
-    pub fn poll(&self) -> Result<Option<Snapshot>, CliError> {
+    pub fn poll(&self) -> Result<Option<Snapshot>, InputError> {
         let (config_text, config_bytes) = read_text(&self.config)?;
         let mut files = Vec::new();
         for path in &self.cluster {
@@ -73,7 +73,7 @@ impl FileSource {
             }
             *seen = Some(fingerprint);
         }
-        let config = Config::from_yaml(&config_text).map_err(|source| CliError::Config {
+        let config = Config::from_yaml(&config_text).map_err(|source| InputError::Config {
             path: self.config.display().to_string(),
             source,
         })?;
