@@ -1,0 +1,286 @@
+//! The injector's configuration: schema, defaults and validation.
+//!
+//! The config is read from YAML, either raw or as the `config.yaml` key of a ConfigMap
+//! manifest. Validation collects every problem before failing, so an admin fixes a broken
+//! ConfigMap in one round, and each problem names the credential and the field at fault.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::registry::glob::Glob;
+use crate::registry::keyring::RegistryKey;
+
+mod names;
+mod validate;
+
+pub use names::{check_dns_label, check_dns_subdomain};
+
+/// The ConfigMap data key that holds the configuration.
+pub const CONFIG_KEY: &str = "config.yaml";
+/// The default name of the config ConfigMap (in the injector's own namespace).
+pub const DEFAULT_CONFIG_MAP: &str = "pull-secret-injector";
+/// Namespaces the injector never writes to or injects into, whatever the config says.
+pub const PROTECTED_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The credentials, in the order the admin wrote them (which is the injection order).
+    pub credentials: Vec<Credential>,
+    /// ServiceAccount name globs that receive every applicable credential; empty turns it off.
+    pub service_accounts: Vec<Glob>,
+    /// Whether pods get image-based injection.
+    pub pods: bool,
+    /// Whether copies that no credential wants any more are deleted.
+    pub prune: bool,
+}
+
+/// One declared registry credential.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// Unique DNS label; used in annotations, metrics and logs.
+    pub name: String,
+    /// Where the pull secret comes from.
+    pub source: Source,
+    /// Registry patterns selecting the auths entries to use; `None` selects all of them.
+    pub registries: Option<Vec<RegistryKey>>,
+    /// Which namespaces may receive the credential.
+    pub namespaces: NamespaceScope,
+    /// Name of the copy in target namespaces, when it differs from the source's name.
+    pub copy_name: Option<String>,
+}
+
+impl Credential {
+    /// Whether an auths key is selected by `registries` (every key is when it is omitted).
+    pub fn selects(&self, key: &RegistryKey) -> bool {
+        match &self.registries {
+            None => true,
+            Some(patterns) => match crate::registry::keyring::Location::parse(key.normalized()) {
+                Ok(location) => patterns.iter().any(|p| p.matches(&location)),
+                Err(_) => false,
+            },
+        }
+    }
+
+    /// The name a copy of the given source secret gets in target namespaces.
+    pub fn copy_name_for<'a>(&'a self, source_name: &'a str) -> &'a str {
+        self.copy_name.as_deref().unwrap_or(source_name)
+    }
+}
+
+/// Where a credential's pull secret lives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// One secret, `namespace/name`.
+    Secret {
+        /// The source namespace.
+        namespace: String,
+        /// The secret's name.
+        name: String,
+    },
+    /// Every secret in one namespace whose labels match.
+    SecretSelector {
+        /// The source namespace.
+        namespace: String,
+        /// The label selector.
+        selector: LabelSelector,
+    },
+    /// Secrets already in the target namespace whose labels match: referenced, never copied.
+    LocalSecretSelector {
+        /// The label selector.
+        selector: LabelSelector,
+    },
+}
+
+/// Which namespaces a credential may be injected into.
+#[derive(Debug, Clone)]
+pub struct NamespaceScope {
+    /// Name globs; a namespace must match one.
+    pub include: Vec<Glob>,
+    /// Name globs; a namespace matching one is out.
+    pub exclude: Vec<Glob>,
+    /// Label selector on the Namespace, ANDed with the globs.
+    pub selector: Option<LabelSelector>,
+}
+
+impl NamespaceScope {
+    /// Whether a namespace with this name and these labels is in scope.
+    pub fn admits(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.include.iter().any(|g| g.matches(name))
+            && !self.exclude.iter().any(|g| g.matches(name))
+            && self.selector.as_ref().is_none_or(|s| s.matches(labels))
+    }
+}
+
+/// A validated Kubernetes label selector (`matchLabels` and `matchExpressions`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LabelSelector {
+    pub(super) match_labels: BTreeMap<String, String>,
+    pub(super) expressions: Vec<Requirement>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Requirement {
+    In(String, BTreeSet<String>),
+    NotIn(String, BTreeSet<String>),
+    Exists(String),
+    DoesNotExist(String),
+}
+
+impl LabelSelector {
+    /// A selector requiring exactly these labels.
+    pub fn from_labels(labels: BTreeMap<String, String>) -> Self {
+        LabelSelector {
+            match_labels: labels,
+            expressions: Vec::new(),
+        }
+    }
+
+    /// Whether a label set satisfies every requirement (an empty selector matches everything).
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.expressions.iter().all(|r| match r {
+                Requirement::In(k, values) => labels.get(k).is_some_and(|v| values.contains(v)),
+                Requirement::NotIn(k, values) => labels.get(k).is_none_or(|v| !values.contains(v)),
+                Requirement::Exists(k) => labels.contains_key(k),
+                Requirement::DoesNotExist(k) => !labels.contains_key(k),
+            })
+    }
+
+    /// The `matchLabels` part, for building API list queries.
+    pub fn match_labels(&self) -> &BTreeMap<String, String> {
+        &self.match_labels
+    }
+
+    /// The selector in Kubernetes' `labelSelector` query syntax (`a=b,c in (d,e),!f`).
+    pub fn to_query(&self) -> String {
+        let mut parts: Vec<String> = self
+            .match_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        for r in &self.expressions {
+            parts.push(match r {
+                Requirement::In(k, vs) => format!("{k} in ({})", join(vs)),
+                Requirement::NotIn(k, vs) => format!("{k} notin ({})", join(vs)),
+                Requirement::Exists(k) => k.clone(),
+                Requirement::DoesNotExist(k) => format!("!{k}"),
+            });
+        }
+        parts.join(",")
+    }
+}
+
+fn join(values: &BTreeSet<String>) -> String {
+    values
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One thing wrong with a config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The credential at fault (`credentials[2] (icr)`), or `None` for top-level fields.
+    pub credential: Option<String>,
+    /// The field at fault, e.g. `registries[1]`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.credential {
+            Some(c) => write!(f, "{c}: {}: {}", self.field, self.message),
+            None => write!(f, "{}: {}", self.field, self.message),
+        }
+    }
+}
+
+/// Every problem found in a config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems, in the order they appear in the document.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration ({} problem", self.problems.len())?;
+        if self.problems.len() != 1 {
+            f.write_str("s")?;
+        }
+        f.write_str("):")?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn single(field: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            problems: vec![Problem {
+                credential: None,
+                field: field.to_string(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config from YAML: the raw config, or a ConfigMap manifest holding `config.yaml`.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        let doc: serde_yaml::Value = serde_yaml::from_str(text)
+            .map_err(|e| ConfigError::single("(document)", format!("not valid YAML: {e}")))?;
+        if doc.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap") {
+            let name = doc
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(|n| n.as_str())
+                .unwrap_or("(unnamed)");
+            let inner = doc
+                .get("data")
+                .and_then(|d| d.get(CONFIG_KEY))
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| {
+                    ConfigError::single(
+                        "data",
+                        format!("ConfigMap {name} has no string key {CONFIG_KEY:?}"),
+                    )
+                })?;
+            return Self::from_raw_yaml(inner);
+        }
+        Self::from_raw_yaml(text)
+    }
+
+    /// Reads the raw config document (not a ConfigMap).
+    pub fn from_raw_yaml(text: &str) -> Result<Config, ConfigError> {
+        if text.trim().is_empty() {
+            return Err(ConfigError::single(
+                "(document)",
+                "the configuration is empty; it needs at least `credentials:`",
+            ));
+        }
+        validate::parse(text)
+    }
+
+    /// Whether a ServiceAccount of this name receives every applicable credential.
+    pub fn wants_service_account(&self, name: &str) -> bool {
+        self.service_accounts.iter().any(|g| g.matches(name))
+    }
+
+    /// The credential with this name.
+    pub fn credential(&self, name: &str) -> Option<&Credential> {
+        self.credentials.iter().find(|c| c.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;
