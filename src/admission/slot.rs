@@ -62,14 +62,8 @@ impl Snapshot {
     /// loaded.
     pub fn empty() -> Snapshot {
         let state = ClusterState::new();
-        let config = Config {
-            credentials: Vec::new(),
-            service_accounts: Vec::new(),
-            pods: false,
-            prune: false,
-        };
         Snapshot {
-            catalog: Catalog::build(config, &state, None),
+            catalog: Catalog::build(Config::empty(), &state, None),
             view: View::Files(state),
         }
     }

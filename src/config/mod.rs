@@ -12,8 +12,10 @@ use crate::registry::keyring::RegistryKey;
 
 mod names;
 mod validate;
+mod verify;
 
 pub use names::{check_dns_label, check_dns_subdomain};
+pub use verify::{Verify, VerifyMode};
 
 /// The ConfigMap data key that holds the configuration.
 pub const CONFIG_KEY: &str = "config.yaml";
@@ -33,6 +35,8 @@ pub struct Config {
     pub pods: bool,
     /// Whether copies that no credential wants any more are deleted.
     pub prune: bool,
+    /// The default verification settings (each credential has its own, resolved).
+    pub verify: Verify,
 }
 
 /// One declared registry credential.
@@ -48,6 +52,8 @@ pub struct Credential {
     pub namespaces: NamespaceScope,
     /// Name of the copy in target namespaces, when it differs from the source's name.
     pub copy_name: Option<String>,
+    /// How the credential is verified against its registries.
+    pub verify: Verify,
 }
 
 impl Credential {
@@ -235,6 +241,17 @@ impl ConfigError {
 }
 
 impl Config {
+    /// A config with nothing in it: what is served while no config is loaded.
+    pub fn empty() -> Config {
+        Config {
+            credentials: Vec::new(),
+            service_accounts: Vec::new(),
+            pods: false,
+            prune: false,
+            verify: Verify::default(),
+        }
+    }
+
     /// Reads a config from YAML: the raw config, or a ConfigMap manifest holding `config.yaml`.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
         let doc: serde_yaml::Value = serde_yaml::from_str(text)

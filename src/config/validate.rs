@@ -6,8 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 
 use super::names::{check_dns_label, check_dns_subdomain, check_label_key, check_label_value};
+use super::verify::RawVerify;
 use super::{
     Config, ConfigError, Credential, LabelSelector, NamespaceScope, Problem, Requirement, Source,
+    Verify,
 };
 use crate::registry::glob::Glob;
 use crate::registry::keyring::{KeyError, RegistryKey};
@@ -27,6 +29,7 @@ struct RawConfig {
     service_accounts: Option<Vec<String>>,
     pods: Option<bool>,
     prune: Option<bool>,
+    verify: Option<RawVerify>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +42,7 @@ struct RawCredential {
     registries: Option<Vec<String>>,
     namespaces: Option<RawNamespaces>,
     copy_name: Option<String>,
+    verify: Option<RawVerify>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +103,12 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         problems: Vec::new(),
         credential: None,
     };
+    let verify = match &raw.verify {
+        Some(v) => v.resolve(&Verify::default(), "verify", &mut |field, message| {
+            out.push(field, message)
+        }),
+        None => Verify::default(),
+    };
     let mut credentials = Vec::new();
     let mut seen_names: BTreeMap<String, usize> = BTreeMap::new();
     for (index, rc) in raw.credentials.into_iter().enumerate() {
@@ -116,7 +126,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 format!("duplicate name {name:?}, already used by credentials[{first}]"),
             );
         }
-        if let Some(c) = validate_credential(rc, &mut out) {
+        if let Some(c) = validate_credential(rc, &verify, &mut out) {
             credentials.push(c);
         }
     }
@@ -137,6 +147,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             service_accounts,
             pods: raw.pods.unwrap_or(true),
             prune: raw.prune.unwrap_or(false),
+            verify,
         })
     } else {
         Err(ConfigError {
@@ -145,8 +156,18 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
 }
 
-fn validate_credential(rc: RawCredential, out: &mut Collector) -> Option<Credential> {
+fn validate_credential(
+    rc: RawCredential,
+    default_verify: &Verify,
+    out: &mut Collector,
+) -> Option<Credential> {
     let before = out.problems.len();
+    let verify = match &rc.verify {
+        Some(v) => v.resolve(default_verify, "verify", &mut |field, message| {
+            out.push(field, message)
+        }),
+        None => default_verify.clone(),
+    };
     let name = match rc.name {
         None => {
             out.push("name", "is required");
@@ -240,6 +261,7 @@ fn validate_credential(rc: RawCredential, out: &mut Collector) -> Option<Credent
         registries,
         namespaces: namespaces?,
         copy_name: rc.copy_name,
+        verify,
     })
 }
 

@@ -9,12 +9,14 @@ use super::types::{
     CopyRequest, Decision, ImageReport, MatchReport, PreparedSource, Subject, SubjectKind, Warning,
     WarningReason,
 };
-use crate::config::Source;
+use crate::config::{Credential, Source, VerifyMode};
 use crate::marks::OPT_OUT_KEY;
 use crate::registry::dockerconfig::DockerConfig;
 use crate::registry::image::ImageRef;
+use crate::registry::keyring::Location;
 use crate::registry::keyring::{Keyring, RegistryKey};
-use crate::view::{ClusterView, NamespaceInfo};
+use crate::view::health::utc;
+use crate::view::{ClusterView, NamespaceInfo, ProbeState};
 
 /// How a candidate secret stands in the target namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +141,8 @@ struct Run<'c> {
     /// Indices into `local_secrets` to inject.
     wanted_local: Vec<usize>,
     warnings: Vec<Warning>,
+    /// Registries reached through glob keys, as (credential, registry).
+    glob_registries: Vec<(String, String)>,
     /// Credentials whose namespace-independent problems were already reported.
     reported: Vec<bool>,
     /// Whether to build per-image reports.
@@ -166,6 +170,7 @@ impl<'c> Run<'c> {
             local_secrets: Vec::new(),
             wanted_local: Vec::new(),
             warnings: Vec::new(),
+            glob_registries: Vec::new(),
             reported: vec![false; credentials.len()],
             explain: false,
         };
@@ -414,15 +419,17 @@ impl<'c> Run<'c> {
         let catalog = self.catalog;
         let global: Vec<(&RegistryKey, (usize, usize))> = catalog
             .keyring
-            .lookup_at(name, &target, |&(ci, si)| {
-                self.admitted(ci) && self.availability(ci, si) != Availability::Blocked
+            .lookup_at(name, &target, |key, &(ci, si)| {
+                self.admitted(ci)
+                    && self.availability(ci, si) != Availability::Blocked
+                    && !self.withheld_at(ci, key, &target)
             })
             .into_iter()
             .map(|(k, v)| (k, *v))
             .collect();
         let local: Vec<(&RegistryKey, usize)> = self
             .local
-            .lookup_at(name, &target, |_| true)
+            .lookup_at(name, &target, |_, _| true)
             .into_iter()
             .map(|(k, v)| (k, *v))
             .collect();
@@ -435,9 +442,20 @@ impl<'c> Run<'c> {
         let keep_local = |k: &RegistryKey| !global_direct || !is_fallback(k);
 
         let mut matches: Vec<(&RegistryKey, MatchReport)> = Vec::new();
+        let mut used: Vec<(usize, &RegistryKey)> = Vec::new();
         for (key, (ci, si)) in global {
             if !keep_global(key) {
                 continue;
+            }
+            used.push((ci, key));
+            if key.is_glob() {
+                let entry = (
+                    catalog.config.credentials[ci].name.clone(),
+                    registry_at(key, &target),
+                );
+                if !self.glob_registries.contains(&entry) {
+                    self.glob_registries.push(entry);
+                }
             }
             if !self.wanted.contains(&(ci, si)) {
                 self.wanted.push((ci, si));
@@ -475,6 +493,15 @@ impl<'c> Run<'c> {
                 },
             ));
         }
+        for (ci, key) in used {
+            note_rejected(
+                &catalog.config.credentials[ci],
+                self.view,
+                &mut self.warnings,
+                key,
+                &target,
+            );
+        }
         if !self.explain {
             return ImageReport {
                 image: String::new(),
@@ -490,12 +517,63 @@ impl<'c> Run<'c> {
         }
     }
 
+    /// Whether `skip` mode withholds credential `ci` at the registry `key` names for this
+    /// image (rejected on two probes in a row); says so once per registry.
+    fn withheld_at(&mut self, ci: usize, key: &RegistryKey, target: &Location<'_>) -> bool {
+        let credential = &self.catalog.config.credentials[ci];
+        if credential.verify.mode != VerifyMode::Skip {
+            return false;
+        }
+        let registry = registry_at(key, target);
+        let Some(health) = self.view.registry_health(&credential.name, &registry) else {
+            return false;
+        };
+        if !health.withheld() {
+            return false;
+        }
+        let message = format!(
+            "pull-secret-injector: credential {} not injected for {registry}: the registry has rejected it since {}; ask your cluster admin",
+            credential.name,
+            utc(health.since)
+        );
+        self.warn_once(WarningReason::CredentialWithheld, message);
+        true
+    }
+
+    /// Whether `skip` mode withholds credential `ci` from a ServiceAccount: every registry it
+    /// was probed at rejects it.
+    fn withheld_everywhere(&mut self, ci: usize) -> bool {
+        let credential = &self.catalog.config.credentials[ci];
+        if credential.verify.mode != VerifyMode::Skip {
+            return false;
+        }
+        let known = self.view.credential_health(&credential.name);
+        if known.is_empty() || !known.iter().all(|(_, h)| h.withheld()) {
+            return false;
+        }
+        let registries: Vec<&str> = known.iter().map(|(r, _)| *r).collect();
+        let message = format!(
+            "pull-secret-injector: credential {} not injected: {} rejected it on the last probes; ask your cluster admin",
+            credential.name,
+            registries.join(", ")
+        );
+        self.warn_once(WarningReason::CredentialWithheld, message);
+        true
+    }
+
+    fn warn_once(&mut self, reason: WarningReason, message: String) {
+        push_once(&mut self.warnings, reason, message);
+    }
+
     fn service_account(&mut self) {
         for ci in 0..self.catalog.config.credentials.len() {
             if !self.admitted(ci) {
                 continue;
             }
             self.report_problems(ci, None);
+            if self.withheld_everywhere(ci) {
+                continue;
+            }
             for si in 0..self.catalog.sources[ci].len() {
                 if self.availability(ci, si) != Availability::Blocked {
                     self.wanted.push((ci, si));
@@ -578,5 +656,54 @@ impl<'c> Run<'c> {
             decision.add.push(name);
         }
         decision.warnings.append(&mut self.warnings);
+        decision.glob_registries = std::mem::take(&mut self.glob_registries);
+    }
+}
+
+/// The registry a credential is verified at for this image: the key's own, or, for a glob key,
+/// the image's host.
+fn registry_at(key: &RegistryKey, target: &Location<'_>) -> String {
+    key.registry().unwrap_or_else(|| {
+        if target.port().is_empty() {
+            target.host().to_string()
+        } else {
+            format!("{}:{}", target.host(), target.port())
+        }
+    })
+}
+
+/// In `warn` mode, says once per registry that the credential is rejected there.
+fn note_rejected(
+    credential: &Credential,
+    view: &dyn ClusterView,
+    warnings: &mut Vec<Warning>,
+    key: &RegistryKey,
+    target: &Location<'_>,
+) {
+    if credential.verify.mode != VerifyMode::Warn {
+        return;
+    }
+    let registry = registry_at(key, target);
+    let Some(health) = view.registry_health(&credential.name, &registry) else {
+        return;
+    };
+    if health.state != ProbeState::Rejected {
+        return;
+    }
+    let message = format!(
+        "pull-secret-injector: credential {} is rejected by {registry} since {}; pulls with it fail, even of public images; ask your cluster admin",
+        credential.name,
+        utc(health.since)
+    );
+    push_once(warnings, WarningReason::CredentialRejected, message);
+}
+
+fn push_once(warnings: &mut Vec<Warning>, reason: WarningReason, message: String) {
+    if !warnings.iter().any(|w| w.message == message) {
+        warnings.push(Warning {
+            reason,
+            message,
+            detail: None,
+        });
     }
 }

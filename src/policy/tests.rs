@@ -692,3 +692,134 @@ fn warnings_never_carry_secret_material() {
         "{text}"
     );
 }
+
+fn health(state: crate::view::ProbeState, rejections: u32) -> crate::view::RegistryHealth {
+    crate::view::RegistryHealth {
+        state,
+        since: 1_796_083_200,
+        rejections,
+        expires: None,
+    }
+}
+
+#[test]
+fn a_rejected_credential_is_injected_with_a_warning_in_warn_mode() {
+    use crate::view::{Health, ProbeState};
+    let mut state = cluster();
+    let mut h = Health::new();
+    h.set("hub", "index.docker.io", health(ProbeState::Rejected, 5));
+    state.set_health(h);
+    let c = catalog(CONFIG, &state);
+    let d = c.decide(&pod(&["nginx"], &[]), &ns("team-a", &[]), &state, false);
+    assert_eq!(d.add, ["dockerhub"]);
+    assert_eq!(reasons(&d), [WarningReason::CredentialRejected]);
+    assert_eq!(
+        d.warnings[0].message,
+        "pull-secret-injector: credential hub is rejected by index.docker.io since 2026-12-01T00:00:00Z; pulls with it fail, even of public images; ask your cluster admin"
+    );
+    // Other registries of other credentials are not mentioned.
+    let d = c.decide(
+        &pod(&["icr.io/a/b"], &[]),
+        &ns("team-a", &[]),
+        &state,
+        false,
+    );
+    assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+}
+
+#[test]
+fn skip_mode_withholds_after_two_rejections_never_for_unreachable() {
+    use crate::view::{Health, ProbeState};
+    let config = format!("verify: {{mode: skip}}\n{CONFIG}");
+    let mut state = cluster();
+    let team = ns("team-a", &[]);
+    let subject = pod(&["us.icr.io/a/b"], &[]);
+    for (probe, rejections, injected) in [
+        (ProbeState::Rejected, 1, true),
+        (ProbeState::Rejected, 2, false),
+        (ProbeState::Unreachable, 0, true),
+        (ProbeState::Ok, 0, true),
+    ] {
+        let mut h = Health::new();
+        // A glob key (`*.icr.io`) is verified at the image's own host.
+        h.set("icr", "us.icr.io", health(probe, rejections));
+        state.set_health(h);
+        let c = catalog(&config, &state);
+        let d = c.decide(&subject, &team, &state, false);
+        assert_eq!(!d.add.is_empty(), injected, "{probe:?} x{rejections}");
+        if injected {
+            assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+        } else {
+            assert_eq!(reasons(&d), [WarningReason::CredentialWithheld]);
+            assert!(d.copies.is_empty(), "nothing is copied for it");
+        }
+    }
+}
+
+#[test]
+fn a_withheld_direct_match_leaves_the_docker_hub_fallback_to_apply() {
+    use crate::view::{Health, ProbeState};
+    let mut state = cluster();
+    state.insert_secret(pull_secret(
+        "registry-creds",
+        "hub-org",
+        &["docker.io/myorg"],
+        &[],
+    ));
+    let config = format!(
+        "{CONFIG}  - name: hub-org\n    secret: registry-creds/hub-org\n    verify: {{mode: skip}}\n    namespaces: {{include: [\"team-*\"]}}\n"
+    );
+    let mut h = Health::new();
+    h.set("hub-org", "docker.io", health(ProbeState::Rejected, 3));
+    state.set_health(h);
+    let c = catalog(&config, &state);
+    let d = c.decide(&pod(&["myorg/app"], &[]), &ns("team-a", &[]), &state, false);
+    // kubelet would not be given hub-org, so it falls back to index.docker.io.
+    assert_eq!(d.add, ["dockerhub"]);
+    assert_eq!(reasons(&d), [WarningReason::CredentialWithheld]);
+}
+
+#[test]
+fn a_service_account_is_withheld_a_credential_every_probed_registry_rejects() {
+    use crate::view::{Health, ProbeState};
+    let config = format!("verify: {{mode: skip}}\n{CONFIG}");
+    let mut state = cluster();
+    let mut h = Health::new();
+    h.set("icr", "icr.io", health(ProbeState::Rejected, 2));
+    h.set("icr", "us.icr.io", health(ProbeState::Rejected, 2));
+    state.set_health(h.clone());
+    let c = catalog(&config, &state);
+    let d = c.decide(&sa("default"), &ns("team-a", &[]), &state, false);
+    assert_eq!(d.add, ["dockerhub"]);
+    assert_eq!(reasons(&d), [WarningReason::CredentialWithheld]);
+    // One registry still takes it: the ServiceAccount keeps it.
+    h.set("icr", "us.icr.io", health(ProbeState::Ok, 0));
+    state.set_health(h);
+    let c = catalog(&config, &state);
+    let d = c.decide(&sa("default"), &ns("team-a", &[]), &state, false);
+    assert_eq!(d.add, ["all-icr-io", "dockerhub"]);
+}
+
+#[test]
+fn glob_keys_report_the_concrete_registries_they_reached() {
+    let mut state = cluster();
+    state.insert_secret(pull_secret("registry-creds", "any-icr", &["*.icr.io"], &[]));
+    let config = format!(
+        "{CONFIG}  - name: any-icr\n    secret: registry-creds/any-icr\n    namespaces: {{include: [\"team-*\"]}}\n"
+    );
+    let c = catalog(&config, &state);
+    let d = c.decide(
+        &pod(&["us.icr.io/a/b", "de.icr.io/c/d", "nginx"], &[]),
+        &ns("team-a", &[]),
+        &state,
+        false,
+    );
+    // Literal keys name their registry; the glob key is verified where it was used.
+    assert_eq!(
+        d.glob_registries,
+        [
+            ("any-icr".to_string(), "us.icr.io".to_string()),
+            ("any-icr".to_string(), "de.icr.io".to_string())
+        ]
+    );
+}

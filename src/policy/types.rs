@@ -37,6 +37,11 @@ pub enum WarningReason {
     CopyDeferred,
     /// The namespace is not (yet) known to the injector's view of the cluster.
     NamespaceUnknown,
+    /// The registry rejects the credential; it is injected anyway (`verify.mode: warn`).
+    CredentialRejected,
+    /// The registry rejected the credential twice in a row; it is not injected for that
+    /// registry (`verify.mode: skip`).
+    CredentialWithheld,
 }
 
 impl WarningReason {
@@ -53,6 +58,8 @@ impl WarningReason {
             WarningReason::NamespaceTerminating => "namespace_terminating",
             WarningReason::CopyDeferred => "copy_deferred",
             WarningReason::NamespaceUnknown => "namespace_unknown",
+            WarningReason::CredentialRejected => "credential_rejected",
+            WarningReason::CredentialWithheld => "credential_withheld",
         }
     }
 }
@@ -183,6 +190,9 @@ pub struct Decision {
     pub images: Vec<ImageReport>,
     /// Why the object was not considered at all, when it was not.
     pub skipped: Option<String>,
+    /// Registries reached through glob keys (`*.icr.io`), as (credential, `host[:port]`):
+    /// the concrete hosts a verifier probes for keys that name no single registry.
+    pub glob_registries: Vec<(String, String)>,
 }
 
 impl Decision {

@@ -207,6 +207,23 @@ impl RegistryKey {
         Some(host.join("."))
     }
 
+    /// The registry the key names, `host[:port]` without its path, when every host label is
+    /// literal: what a credential is verified against. `None` for a glob key (`*.icr.io`),
+    /// which names no single registry.
+    pub fn registry(&self) -> Option<String> {
+        let host = self.literal_host()?;
+        Some(if self.port.is_empty() {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        })
+    }
+
+    /// Whether a host label is a pattern (`*.icr.io`): the key names no single registry.
+    pub fn is_glob(&self) -> bool {
+        !self.labels.iter().all(Glob::is_literal)
+    }
+
     /// Whether this is the key kubelet falls back to for Docker Hub images.
     pub fn is_default_registry(&self) -> bool {
         self.normalized == DEFAULT_REGISTRY_HOST
@@ -419,7 +436,8 @@ impl<T> Keyring<T> {
     ) -> Vec<(&RegistryKey, &T)> {
         // An image kubelet cannot parse matches no key, but may still take the fallback.
         let target = Location::parse(image_name).unwrap_or_else(|_| Location::unmatchable());
-        self.lookup_at(image_name, &target, keep)
+        let mut keep = keep;
+        self.lookup_at(image_name, &target, |_, value| keep(value))
     }
 
     /// `lookup_where` for an image name already parsed into `target`.
@@ -427,7 +445,7 @@ impl<T> Keyring<T> {
         &self,
         image_name: &str,
         target: &Location<'_>,
-        mut keep: impl FnMut(&T) -> bool,
+        mut keep: impl FnMut(&RegistryKey, &T) -> bool,
     ) -> Vec<(&RegistryKey, &T)> {
         if self.entries.is_empty() {
             return Vec::new();
@@ -446,7 +464,7 @@ impl<T> Keyring<T> {
             .copied()
             .filter(|&i| {
                 let (key, value) = &self.entries[i];
-                key.matches(target) && keep(value)
+                key.matches(target) && keep(key, value)
             })
             .collect();
         if hits.is_empty() && is_default_registry_match(image_name) {
@@ -454,7 +472,7 @@ impl<T> Keyring<T> {
                 .default_registry
                 .iter()
                 .copied()
-                .filter(|&i| keep(&self.entries[i].1))
+                .filter(|&i| keep(&self.entries[i].0, &self.entries[i].1))
                 .collect();
         }
         hits.sort_by(|&a, &b| {
@@ -838,7 +856,7 @@ mod tests {
             crate::registry::image::ImageRef::parse(image).unwrap_or_else(|e| panic!("{e}"));
         let name = image.name();
         let target = Location::of_image(&image, name);
-        ring.lookup_at(name, &target, |_| true)
+        ring.lookup_at(name, &target, |_, _| true)
             .into_iter()
             .map(|(_, v)| *v)
             .collect()

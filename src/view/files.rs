@@ -7,7 +7,7 @@ use base64::Engine;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use serde::Deserialize;
 
-use super::{ClusterView, NamespaceInfo, Occupant};
+use super::{ClusterView, Health, NamespaceInfo, Occupant, RegistryHealth};
 use crate::marks::is_managed;
 use crate::registry::dockerconfig::{DOCKER_CONFIG_JSON_KEY, content_hash_of};
 
@@ -18,6 +18,8 @@ pub struct ClusterState {
     secrets: BTreeMap<String, BTreeMap<String, Secret>>,
     /// The data hash of each managed secret, by namespace and name, computed once at load.
     copy_hashes: BTreeMap<(String, String), String>,
+    /// What probing taught, when the caller probed (`check --verify`).
+    health: Health,
     service_accounts: BTreeMap<String, BTreeMap<String, ServiceAccount>>,
 }
 
@@ -79,6 +81,11 @@ impl ClusterState {
     /// An empty snapshot.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets what probing taught (`check --verify` probes, then decides).
+    pub fn set_health(&mut self, health: Health) {
+        self.health = health;
     }
 
     /// Adds or replaces a namespace.
@@ -258,6 +265,14 @@ impl ClusterView for ClusterState {
             .get(namespace)
             .map(|m| m.values().collect())
             .unwrap_or_default()
+    }
+
+    fn registry_health(&self, credential: &str, registry: &str) -> Option<&RegistryHealth> {
+        self.health.get(credential, registry)
+    }
+
+    fn credential_health(&self, credential: &str) -> Vec<(&str, &RegistryHealth)> {
+        self.health.of(credential).collect()
     }
 
     fn occupant(&self, namespace: &str, name: &str) -> Option<Occupant<'_>> {

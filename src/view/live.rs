@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::marks::{CopyMarks, CopyRules, INJECTED_ANNOTATION};
 use crate::registry::dockerconfig::{DOCKER_CONFIG_JSON_KEY, content_hash_of};
 use crate::registry::glob::Glob;
-use crate::view::{ClusterView, NamespaceInfo, Occupant};
+use crate::view::{ClusterView, Health, NamespaceInfo, Occupant, RegistryHealth};
 
 /// Which watch an object came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -250,6 +250,8 @@ pub struct Indexes {
     lists: HashMap<Feed, (u64, bool)>,
     next_generation: u64,
     rules: IndexRules,
+    /// What the verifier last learnt of each credential at each registry.
+    health: Health,
 }
 
 /// The shared index: many readers (admissions), one writer at a time (watch events).
@@ -573,6 +575,20 @@ impl Indexes {
         }
     }
 
+    /// Replaces what the verifier knows; returns whether anything changed.
+    pub fn set_health(&mut self, health: Health) -> bool {
+        if self.health == health {
+            return false;
+        }
+        self.health = health;
+        true
+    }
+
+    /// What the verifier knows now.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
     /// Records that a secret the injector does not manage holds this name.
     pub fn mark_foreign(&mut self, namespace: &str, name: &str) {
         self.foreign
@@ -703,6 +719,14 @@ impl ClusterView for Indexes {
 
     fn lists_every_namespace(&self) -> bool {
         true
+    }
+
+    fn registry_health(&self, credential: &str, registry: &str) -> Option<&RegistryHealth> {
+        self.health.get(credential, registry)
+    }
+
+    fn credential_health(&self, credential: &str) -> Vec<(&str, &RegistryHealth)> {
+        self.health.of(credential).collect()
     }
 
     fn secret(&self, namespace: &str, name: &str) -> Option<&Secret> {

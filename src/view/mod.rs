@@ -9,9 +9,11 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use crate::marks::{CopyMarks, is_managed};
 
 pub mod files;
+pub mod health;
 pub mod live;
 
 pub use files::{ClusterState, ManifestError};
+pub use health::{Health, ProbeState, RegistryHealth};
 pub use live::ClusterIndex;
 
 /// What the decision needs to know about a namespace.
@@ -72,6 +74,19 @@ pub trait ClusterView {
     /// only some.
     fn lists_every_namespace(&self) -> bool {
         false
+    }
+
+    /// What probing taught about `credential` at `registry` (`host[:port]`), when it was
+    /// probed.
+    fn registry_health(&self, credential: &str, registry: &str) -> Option<&RegistryHealth> {
+        let _ = (credential, registry);
+        None
+    }
+
+    /// Every registry `credential` was probed at, with what probing taught.
+    fn credential_health(&self, credential: &str) -> Vec<(&str, &RegistryHealth)> {
+        let _ = credential;
+        Vec::new()
     }
 }
 
