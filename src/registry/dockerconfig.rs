@@ -45,6 +45,69 @@ impl AuthEntry {
     pub fn field_names(&self) -> impl Iterator<Item = &str> {
         self.fields.keys().map(String::as_str)
     }
+
+    /// The login this entry holds, as kubelet reads it: `username`/`password`, overridden by
+    /// `auth` (base64 `user:password`) when that is set; and `identitytoken`, which a registry's
+    /// token realm exchanges for an access token.
+    pub fn login(&self) -> Login {
+        let field = |wanted: &str| {
+            self.fields
+                .get(wanted)
+                .or_else(|| {
+                    self.fields
+                        .iter()
+                        .filter(|(k, _)| k.eq_ignore_ascii_case(wanted))
+                        .map(|(_, v)| v)
+                        .next_back()
+                })
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let mut login = Login {
+            username: field("username"),
+            password: field("password"),
+            identity_token: field("identitytoken"),
+        };
+        if let Some(auth) = field("auth") {
+            let decoded = if auth.trim().ends_with('=') {
+                STANDARD.decode(&auth)
+            } else {
+                STANDARD_NO_PAD.decode(&auth)
+            };
+            if let Some((user, password)) = decoded
+                .ok()
+                .and_then(|d| String::from_utf8(d).ok())
+                .and_then(|d| d.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())))
+            {
+                login.username = Some(user);
+                login.password = Some(password);
+            }
+        }
+        login
+    }
+}
+
+/// A registry login read from a pull secret entry. Its `Debug` shows which parts are present,
+/// never their values.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Login {
+    /// The user name.
+    pub username: Option<String>,
+    /// The password (or a token used as one).
+    pub password: Option<String>,
+    /// An OAuth2 refresh token for the registry's token realm.
+    pub identity_token: Option<String>,
+}
+
+impl fmt::Debug for Login {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Login")
+            .field("username", &self.username.is_some())
+            .field("password", &self.password.is_some())
+            .field("identity_token", &self.identity_token.is_some())
+            .finish()
+    }
 }
 
 /// Why a pull secret cannot be used. Messages name the secret and the registry key, never a
@@ -189,6 +252,11 @@ impl DockerConfig {
             );
         }
         Ok(DockerConfig { auths })
+    }
+
+    /// Every entry: its auths key as written, and its fields.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &AuthEntry)> {
+        self.auths.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// The auths keys as written (`https://index.docker.io/v1/`), in sorted order.
