@@ -8,36 +8,16 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use super::admission;
+use super::ctx::Ctx;
 use super::meta::{ResourceInfo, meta_mut, meta_str, name_suffix, new_uid, now, partial};
 use super::patch::{PatchKind, apply_patch, check_applied, parse_apply};
-use super::rbac::UserInfo;
 use super::selectors::{FieldSelector, LabelSelector};
-use super::status::{Failure, FieldError};
+use super::status::{Failure, FieldError, TERMINATING_CAUSE};
 use super::store::{Store, key};
 use super::validation::{
     check_type_meta, decode, default_on_decode, prepare_for_create, validate, validate_update,
 };
 use super::{Core, lock};
-
-/// Who asks, and the options that change what admission sees.
-pub(crate) struct Ctx {
-    pub user: UserInfo,
-    pub dry_run: bool,
-    pub field_manager: Option<String>,
-    /// Admission warnings, returned to HTTP clients as `Warning` headers.
-    pub warnings: Vec<String>,
-}
-
-impl Ctx {
-    pub fn new(user: UserInfo, dry_run: bool) -> Self {
-        Ctx {
-            user,
-            dry_run,
-            field_manager: None,
-            warnings: Vec::new(),
-        }
-    }
-}
 
 fn ns_key(info: &ResourceInfo, namespace: Option<&str>) -> String {
     if info.namespaced {
@@ -46,9 +26,6 @@ fn ns_key(info: &ResourceInfo, namespace: Option<&str>) -> String {
         String::new()
     }
 }
-
-/// `v1.NamespaceTerminatingCause`.
-pub(crate) const TERMINATING_CAUSE: &str = "NamespaceTerminating";
 
 /// The NamespaceLifecycle admission plugin.
 fn namespace_lifecycle(

@@ -21,10 +21,11 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::api::{Ctx, TERMINATING_CAUSE, create};
+use super::api::create;
+use super::ctx::Ctx;
 use super::meta::by_resource;
 use super::rbac::UserInfo;
-use super::status::Failure;
+use super::status::{Failure, TERMINATING_CAUSE};
 use super::{Core, lock};
 
 /// What tests set about the controller, and the creations waiting for a release.

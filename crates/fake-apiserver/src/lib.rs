@@ -93,6 +93,7 @@
 mod admission;
 mod api;
 mod controllers;
+mod ctx;
 mod faults;
 mod http;
 mod meta;
@@ -136,7 +137,7 @@ where
 }
 pub use status::Status;
 
-use api::Ctx;
+use ctx::Ctx;
 use meta::{by_kind, by_resource, meta_str};
 use rbac::{Rbac, UserInfo};
 use status::Failure;
