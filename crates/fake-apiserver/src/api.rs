@@ -134,22 +134,16 @@ pub(crate) async fn create(
     meta.insert("creationTimestamp".into(), json!(now()));
     let name = meta_str(&obj, "name").to_string();
 
-    let stored = {
-        let mut store = lock(&core.store);
-        if store.get(info.resource, &namespace, &name).is_some() {
-            return Err(Failure::already_exists(&info.qualified_resource(), &name));
-        }
-        // The namespace may have gone while the webhooks ran.
-        namespace_lifecycle(&store, info, &namespace, &name)?;
-        if ctx.dry_run {
-            return Ok(obj);
-        }
-        store.put(key(info.resource, &namespace, &name), obj)
-    };
-    if info.kind == "Namespace" {
-        super::controllers::ensure_default_service_account(core, name);
+    let mut store = lock(&core.store);
+    if store.get(info.resource, &namespace, &name).is_some() {
+        return Err(Failure::already_exists(&info.qualified_resource(), &name));
     }
-    Ok(stored)
+    // The namespace may have gone while the webhooks ran.
+    namespace_lifecycle(&store, info, &namespace, &name)?;
+    if ctx.dry_run {
+        return Ok(obj);
+    }
+    Ok(store.put(key(info.resource, &namespace, &name), obj))
 }
 
 /// The update path shared by PUT and PATCH; runs under the store lock so that the
@@ -394,15 +388,9 @@ pub(crate) fn delete(
     if ctx.dry_run {
         return Ok(current);
     }
-    let removed = store
+    Ok(store
         .remove(&key(info.resource, &ns, name))
-        .unwrap_or(current);
-    drop(store);
-    if info.kind == "ServiceAccount" {
-        // The service account controller re-syncs the namespace of any deleted account.
-        super::controllers::ensure_default_service_account(core, ns);
-    }
-    Ok(removed)
+        .unwrap_or(current))
 }
 
 /// Stores `obj` as given (created, or replacing the object of its name), with defaults and
