@@ -12,7 +12,7 @@ use k8s_openapi::api::admissionregistration::v1::{MutatingWebhook, MutatingWebho
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::api::Ctx;
+use super::ctx::Ctx;
 use super::meta::{ADMISSIONREGISTRATION, ResourceInfo, labels, meta_str, new_uid};
 use super::selectors::k8s_selector_matches;
 use super::status::Failure;

@@ -8,36 +8,16 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use super::admission;
+use super::ctx::Ctx;
 use super::meta::{ResourceInfo, meta_mut, meta_str, name_suffix, new_uid, now, partial};
 use super::patch::{PatchKind, apply_patch, check_applied, parse_apply};
-use super::rbac::UserInfo;
 use super::selectors::{FieldSelector, LabelSelector};
-use super::status::{Failure, FieldError};
+use super::status::{Failure, FieldError, TERMINATING_CAUSE};
 use super::store::{Store, key};
 use super::validation::{
     check_type_meta, decode, default_on_decode, prepare_for_create, validate, validate_update,
 };
 use super::{Core, lock};
-
-/// Who asks, and the options that change what admission sees.
-pub(crate) struct Ctx {
-    pub user: UserInfo,
-    pub dry_run: bool,
-    pub field_manager: Option<String>,
-    /// Admission warnings, returned to HTTP clients as `Warning` headers.
-    pub warnings: Vec<String>,
-}
-
-impl Ctx {
-    pub fn new(user: UserInfo, dry_run: bool) -> Self {
-        Ctx {
-            user,
-            dry_run,
-            field_manager: None,
-            warnings: Vec::new(),
-        }
-    }
-}
 
 fn ns_key(info: &ResourceInfo, namespace: Option<&str>) -> String {
     if info.namespaced {
@@ -46,9 +26,6 @@ fn ns_key(info: &ResourceInfo, namespace: Option<&str>) -> String {
         String::new()
     }
 }
-
-/// `v1.NamespaceTerminatingCause`.
-pub(crate) const TERMINATING_CAUSE: &str = "NamespaceTerminating";
 
 /// The NamespaceLifecycle admission plugin.
 fn namespace_lifecycle(
@@ -157,22 +134,16 @@ pub(crate) async fn create(
     meta.insert("creationTimestamp".into(), json!(now()));
     let name = meta_str(&obj, "name").to_string();
 
-    let stored = {
-        let mut store = lock(&core.store);
-        if store.get(info.resource, &namespace, &name).is_some() {
-            return Err(Failure::already_exists(&info.qualified_resource(), &name));
-        }
-        // The namespace may have gone while the webhooks ran.
-        namespace_lifecycle(&store, info, &namespace, &name)?;
-        if ctx.dry_run {
-            return Ok(obj);
-        }
-        store.put(key(info.resource, &namespace, &name), obj)
-    };
-    if info.kind == "Namespace" {
-        super::controllers::ensure_default_service_account(core, name);
+    let mut store = lock(&core.store);
+    if store.get(info.resource, &namespace, &name).is_some() {
+        return Err(Failure::already_exists(&info.qualified_resource(), &name));
     }
-    Ok(stored)
+    // The namespace may have gone while the webhooks ran.
+    namespace_lifecycle(&store, info, &namespace, &name)?;
+    if ctx.dry_run {
+        return Ok(obj);
+    }
+    Ok(store.put(key(info.resource, &namespace, &name), obj))
 }
 
 /// The update path shared by PUT and PATCH; runs under the store lock so that the
@@ -417,15 +388,9 @@ pub(crate) fn delete(
     if ctx.dry_run {
         return Ok(current);
     }
-    let removed = store
+    Ok(store
         .remove(&key(info.resource, &ns, name))
-        .unwrap_or(current);
-    drop(store);
-    if info.kind == "ServiceAccount" {
-        // The service account controller re-syncs the namespace of any deleted account.
-        super::controllers::ensure_default_service_account(core, ns);
-    }
-    Ok(removed)
+        .unwrap_or(current))
 }
 
 /// Stores `obj` as given (created, or replacing the object of its name), with defaults and

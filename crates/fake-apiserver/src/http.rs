@@ -13,7 +13,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::api::{self, Ctx, ListQuery};
+use super::api::{self, ListQuery};
+use super::ctx::Ctx;
 use super::faults::FaultKind;
 use super::meta::{RESOURCES, ResourceInfo, by_group_resource, parse_query, partial};
 use super::patch::PatchKind;

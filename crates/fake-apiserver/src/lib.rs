@@ -26,7 +26,10 @@
 //! by their `+listType` markers (`schema.rs`): ServiceAccount `imagePullSecrets` is atomic,
 //! PodSpec `imagePullSecrets` merges by name. JSON patch failures are kube's generic 422.
 //! Immutable Secrets and ConfigMaps refuse changes. The `default` ServiceAccount comes from a
-//! model of the service account controller whose timing tests can set
+//! model of the service account controller that, like the real one, is driven by events: a task
+//! started with the server follows the store's event stream (as the controller's informers do)
+//! and creates the account after a Namespace's ADDED event or a ServiceAccount's DELETED one,
+//! relisting when the stream is cut; the verbs never call it. Tests can set its timing
 //! ([`FakeApiServer::set_default_service_account_delay`],
 //! [`FakeApiServer::hold_default_service_accounts`]), and webhook calls can present a client
 //! certificate ([`FakeApiServer::set_webhook_client_identity`]).
@@ -76,7 +79,7 @@
 //!   `status.phase: Pending`.
 //! - The service account controller creates the `default` ServiceAccount at once unless told
 //!   otherwise (see above), and a Namespace update does not make it retry a failed creation
-//!   (its backoff does).
+//!   (its backoff does); it has no periodic resync, only the relist after its stream is cut.
 //! - Field selectors: the Pod labels `spec.hostNetwork`, `status.podIPs` and `spec.host` are
 //!   refused.
 //! - Bookmarks go out every second (kube: about a minute). Faults apply to resource requests
@@ -93,6 +96,7 @@
 mod admission;
 mod api;
 mod controllers;
+mod ctx;
 mod faults;
 mod http;
 mod meta;
@@ -136,7 +140,7 @@ where
 }
 pub use status::Status;
 
-use api::Ctx;
+use ctx::Ctx;
 use meta::{by_kind, by_resource, meta_str};
 use rbac::{Rbac, UserInfo};
 use status::Failure;
@@ -265,6 +269,7 @@ impl FakeApiServer {
             faults: Mutex::new(faults::Faults::default()),
             shutdown: shutdown_rx,
         });
+        controllers::start(&core);
         tokio::spawn(http::serve(core.clone(), listener, cert.config));
         FakeApiServer {
             core,
@@ -355,11 +360,11 @@ impl FakeApiServer {
         lock(&self.core.webhook_identities).clear();
     }
 
-    /// How long the service account controller waits, after a Namespace is created (or a
+    /// How long the service account controller waits, after it sees a Namespace added (or a
     /// ServiceAccount deleted) from now on, before it creates the namespace's `default`
     /// ServiceAccount; the default is none (the creation starts at once, in its own task,
-    /// after the Namespace's ADDED event). The creation still goes through admission and
-    /// emits its watch event.
+    /// once the controller has seen the Namespace's ADDED event). The creation still goes
+    /// through admission and emits its watch event.
     pub fn set_default_service_account_delay(&self, delay: std::time::Duration) {
         lock(&self.core.sa_controller).delay = delay;
     }

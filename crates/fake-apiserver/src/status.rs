@@ -142,6 +142,10 @@ impl FieldError {
     }
 }
 
+/// `v1.NamespaceTerminatingCause`: the cause NamespaceLifecycle gives its refusal of new content
+/// in a terminating namespace, by which the service account controller tells it from others.
+pub(crate) const TERMINATING_CAUSE: &str = "NamespaceTerminating";
+
 /// A failure inside the fake, with everything the Status body needs.
 #[derive(Clone, Debug)]
 pub(crate) struct Failure {
