@@ -257,3 +257,6 @@ pub(super) async fn build_loop(shared: Arc<Shared>) {
         shared.rebuild_now();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,6 +9,8 @@
 pub mod api;
 mod config_map;
 mod events;
+#[cfg(test)]
+mod mock;
 pub mod reconcile;
 pub mod self_signed;
 mod watches;
@@ -254,29 +256,17 @@ pub async fn start(args: ClusterArgs, slot: Arc<Slot>) -> Result<ClusterHandle, 
     let admission_burst =
         NonZeroU32::new(args.options.admission_api_burst.max(1)).unwrap_or(NonZeroU32::MIN);
     let client = client(args.options.kubeconfig.as_deref()).await?;
-    let metrics = slot.metrics().clone();
     slot.set_not_ready(&format!(
         "waiting for the ConfigMap {}/{} and the first list of namespaces and copies",
         args.config_map_namespace, args.config_map_name
     ));
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Shared::new(
         client,
-        index: Arc::new(ClusterIndex::new()),
-        slot: slot.clone(),
-        metrics,
         args,
-        limiter: RateLimiter::direct(Quota::per_second(qps).allow_burst(burst)),
-        admission_limiter: RateLimiter::direct(
-            Quota::per_second(admission_qps).allow_burst(admission_burst),
-        ),
-        config: Mutex::new(ConfigState::default()),
-        snapshot: ArcSwapOption::empty(),
-        rebuild: Notify::new(),
-        triggers: reconcile::Triggers::default(),
-        namespaces_seen: tokio::sync::watch::Sender::new(0),
-        feeds: Mutex::new(HashMap::new()),
-        prepared: Mutex::new(None),
-    });
+        slot.clone(),
+        RateLimiter::direct(Quota::per_second(qps).allow_burst(burst)),
+        RateLimiter::direct(Quota::per_second(admission_qps).allow_burst(admission_burst)),
+    ));
     let writer = Arc::new(writer::Writer::new(shared.clone()));
     let copier = Arc::new(writer::AdmissionCopier(writer.clone()));
     let tasks = vec![
@@ -293,6 +283,67 @@ pub async fn start(args: ClusterArgs, slot: Arc<Slot>) -> Result<ClusterHandle, 
 }
 
 impl Shared {
+    /// What cluster mode shares, before any watch has reported anything. One constructor for
+    /// [`start`] and the unit tests, so that the tests exercise the state production builds.
+    fn new(
+        client: Client,
+        args: ClusterArgs,
+        slot: Arc<Slot>,
+        limiter: DefaultDirectRateLimiter,
+        admission_limiter: DefaultDirectRateLimiter,
+    ) -> Shared {
+        Shared {
+            client,
+            index: Arc::new(ClusterIndex::new()),
+            metrics: slot.metrics().clone(),
+            slot,
+            args,
+            limiter,
+            admission_limiter,
+            config: Mutex::new(ConfigState::default()),
+            snapshot: ArcSwapOption::empty(),
+            rebuild: Notify::new(),
+            triggers: reconcile::Triggers::default(),
+            namespaces_seen: tokio::sync::watch::Sender::new(0),
+            feeds: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(None),
+        }
+    }
+
+    /// A `Shared` around `client` (a scripted mock, in the unit tests) with no watch running
+    /// and a slot waiting for the ConfigMap. With `config_yaml`, the index admits the copies
+    /// that config accounts for, as once the config watch reported it; the config itself is
+    /// not taken as seen (`config_seen` is what the config tests drive).
+    #[cfg(test)]
+    fn for_tests(client: Client, args: ClusterArgs, config_yaml: Option<&str>) -> Arc<Shared> {
+        let rate = |per_second: u32, burst: u32| {
+            let per_second = NonZeroU32::new(per_second).expect("a non-zero rate");
+            let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+            RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst))
+        };
+        let limiter = rate(args.options.api_qps, args.options.api_burst);
+        let admission_limiter = rate(
+            args.options.admission_api_qps,
+            args.options.admission_api_burst,
+        );
+        let slot = Slot::new(
+            Arc::new(Metrics::new()),
+            &format!(
+                "waiting for the ConfigMap {}/{}",
+                args.config_map_namespace, args.config_map_name
+            ),
+        );
+        let shared = Shared::new(client, args, slot, limiter, admission_limiter);
+        if let Some(text) = config_yaml {
+            let config = Config::from_raw_yaml(text).expect("the test's config is valid");
+            shared
+                .index
+                .write()
+                .set_rules(crate::view::live::IndexRules::of(&config));
+        }
+        Arc::new(shared)
+    }
+
     /// Waits for a slot under the client-side rate limit.
     async fn throttle(&self) {
         self.limiter.until_ready().await;

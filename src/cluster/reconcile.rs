@@ -81,6 +81,13 @@ impl Triggers {
         drop(deferred);
         self.wake.notify_one();
     }
+
+    /// Whether a full backfill was asked for, taking the request as the loop does: for the
+    /// unit tests of what asks for one.
+    #[cfg(test)]
+    pub(super) fn take_full_backfill(&self) -> bool {
+        self.full_backfill.swap(false, Ordering::Relaxed)
+    }
 }
 
 /// A copy whose update or delete was refused: when to try again, and how often it failed.

@@ -495,3 +495,6 @@ fn settle(shared: &Shared, pending: &mut Pending, request: &CopyRequest, made: M
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
