@@ -73,7 +73,16 @@ impl Shared {
                 };
                 let message = format!("invalid {CONFIG_KEY}, {consequence}: {reason}");
                 let shared = self.clone();
-                tokio::spawn(async move { shared.post_event("InvalidConfig", message).await });
+                // The version refused, not whichever is current when the Event is posted.
+                let object = (
+                    cm.metadata.uid.clone(),
+                    cm.metadata.resource_version.clone(),
+                );
+                tokio::spawn(async move {
+                    shared
+                        .post_event_about("InvalidConfig", message, Some(object))
+                        .await
+                });
             }
         }
     }

@@ -12,7 +12,18 @@ use crate::lock::lock;
 
 impl Shared {
     /// Records a Warning Event on the ConfigMap, where `kubectl describe` shows it.
-    pub(super) async fn post_event(&self, reason: &str, mut message: String) {
+    pub(super) async fn post_event(&self, reason: &str, message: String) {
+        self.post_event_about(reason, message, None).await;
+    }
+
+    /// [`Shared::post_event`] about one version of the ConfigMap (uid, resourceVersion); the
+    /// one last seen when `None`.
+    pub(super) async fn post_event_about(
+        &self,
+        reason: &str,
+        mut message: String,
+        object: Option<(Option<String>, Option<String>)>,
+    ) {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         // kube-apiserver refuses Event messages over 1 KiB.
         if message.len() > 1000 {
@@ -23,7 +34,9 @@ impl Shared {
             message.truncate(cut);
             message.push_str(" ...");
         }
-        let (uid, resource_version) = lock(&self.config).object.clone().unwrap_or_default();
+        let (uid, resource_version) = object
+            .or_else(|| lock(&self.config).object.clone())
+            .unwrap_or_default();
         let event = Event {
             metadata: ObjectMeta {
                 generate_name: Some(format!("{}.", self.args.config_map_name)),

@@ -114,8 +114,16 @@ impl Writer {
     async fn create(&self, request: &CopyRequest, budget: Budget) -> Made {
         let ns = &request.namespace;
         let name = request.name();
-        if self.shared.index.read().copy(ns, name).is_some() {
-            return Made::Ready;
+        // A copy already indexed under the name is ready only if it is this source's (or holds
+        // its content): another credential's copy is not referenced in its place.
+        if let Some(existing) = self.shared.index.read().copy(ns, name) {
+            let ours = existing.credential == request.source.credential
+                && existing.source == request.source.source_ref();
+            return if ours || existing.data_hash == Some(request.source.hash.as_str()) {
+                Made::Ready
+            } else {
+                Made::Conflict(existing.credential.to_string())
+            };
         }
         self.throttle(budget).await;
         let params = PostParams {
@@ -159,8 +167,18 @@ impl Writer {
         self.throttle(budget).await;
         let existing = match self.secrets(ns).get_opt(name).await {
             Ok(Some(s)) => s,
-            Ok(None) => return Made::Failed(WriteError::Vanished(format!("{ns}/{name}"))),
-            Err(e) => return Made::Failed(WriteError::api(e)),
+            Ok(None) => {
+                self.shared
+                    .metrics
+                    .reconcile_error(ApiAction::CreateCopy.as_str());
+                return Made::Failed(WriteError::Vanished(format!("{ns}/{name}")));
+            }
+            Err(e) => {
+                self.shared
+                    .metrics
+                    .reconcile_error(ApiAction::CreateCopy.as_str());
+                return Made::Failed(WriteError::api(e));
+            }
         };
         let admitted = self.shared.index.write().apply_copy(&existing);
         let marks = CopyMarks::read(&existing.metadata).filter(|_| admitted);

@@ -78,7 +78,10 @@ impl AuthEntry {
             if let Some((user, password)) = decoded
                 .ok()
                 .and_then(|d| String::from_utf8(d).ok())
-                .and_then(|d| d.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())))
+                .and_then(|d| {
+                    d.split_once(':')
+                        .map(|(u, p)| (u.to_string(), p.to_string()))
+                })
             {
                 login.username = Some(user);
                 login.password = Some(password);

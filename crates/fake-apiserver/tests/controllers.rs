@@ -1,12 +1,15 @@
-use std::time::Duration;
 use fake_apiserver::{FakeApiServer, eventually};
 use serde_json::json;
+use std::time::Duration;
 
 fn ns(name: &str) -> serde_json::Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 }
 async fn has_default(server: &FakeApiServer, n: &str) {
-    eventually(&format!("default of {n}"), || async { server.get("serviceaccounts", Some(n), "default").is_some() }).await;
+    eventually(&format!("default of {n}"), || async {
+        server.get("serviceaccounts", Some(n), "default").is_some()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -20,7 +23,10 @@ async fn namespaces_made_in_the_gap_get_their_account() {
     has_default(&server, "gap1").await;
     server.expire_history();
     server.create(ns("gap2")).await.unwrap();
-    server.delete("serviceaccounts", Some("before"), "default").await.unwrap();
+    server
+        .delete("serviceaccounts", Some("before"), "default")
+        .await
+        .unwrap();
     has_default(&server, "gap2").await;
     has_default(&server, "before").await;
     // And events after the resubscription still reach it.
@@ -33,11 +39,18 @@ async fn a_held_creation_is_not_doubled_by_a_relist() {
     let server = FakeApiServer::start().await;
     server.hold_default_service_accounts(true);
     server.create(ns("h")).await.unwrap();
-    eventually("held", || async { server.held_default_service_accounts() == ["h"] }).await;
+    eventually("held", || async {
+        server.held_default_service_accounts() == ["h"]
+    })
+    .await;
     server.drop_watches();
     server.expire_history();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(server.get("serviceaccounts", Some("h"), "default").is_none());
+    assert!(
+        server
+            .get("serviceaccounts", Some("h"), "default")
+            .is_none()
+    );
     assert_eq!(server.held_default_service_accounts(), ["h"]);
     server.release_default_service_account("h");
     has_default(&server, "h").await;
@@ -51,11 +64,20 @@ async fn a_held_creation_is_not_doubled_by_a_relist() {
     assert!(server.held_default_service_accounts().is_empty());
     // A deleted account in an Active namespace is held again.
     server.create(ns("k")).await.unwrap();
-    eventually("held k", || async { server.held_default_service_accounts() == ["k"] }).await;
+    eventually("held k", || async {
+        server.held_default_service_accounts() == ["k"]
+    })
+    .await;
     server.release_default_service_account("k");
     has_default(&server, "k").await;
-    server.delete("serviceaccounts", Some("k"), "default").await.unwrap();
-    eventually("held k again", || async { server.held_default_service_accounts() == ["k"] }).await;
+    server
+        .delete("serviceaccounts", Some("k"), "default")
+        .await
+        .unwrap();
+    eventually("held k again", || async {
+        server.held_default_service_accounts() == ["k"]
+    })
+    .await;
     server.hold_default_service_accounts(false);
     has_default(&server, "k").await;
 }

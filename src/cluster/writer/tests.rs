@@ -703,3 +703,18 @@ async fn a_service_account_that_is_gone_gets_nothing() {
     assert_eq!(added.expect("nothing to add"), Vec::<String>::new());
     assert!(!metrics(&shared).contains("reconcile_errors_total{"));
 }
+
+#[tokio::test]
+async fn another_credentials_copy_already_indexed_is_a_conflict_without_a_request() {
+    let (shared, writer, mut api) = setup();
+    let mirrors = prepared("mirror", "mirrors", "icr", "mirror-token");
+    let indexed: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(copy_of(&mirrors, "33")).expect("a Secret");
+    assert!(shared.index.write().apply_copy(&indexed));
+    let made = writer.ensure(&request(icr()), Budget::Admission).await;
+    assert!(
+        matches!(&made, Made::Conflict(other) if other == "mirror"),
+        "{made:?}"
+    );
+    api.assert_idle();
+}
