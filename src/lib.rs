@@ -30,6 +30,7 @@ pub mod inputs;
 pub mod offline;
 pub mod serve;
 pub mod tls;
+pub mod verify;
 
 // The command line: flags in, the edges called.
 pub mod cli;

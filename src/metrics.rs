@@ -54,6 +54,19 @@ struct ProblemLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerificationLabels {
+    credential: String,
+    registry: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegistryLabels {
+    credential: String,
+    registry: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ActionLabels {
     action: &'static str,
 }
@@ -93,6 +106,9 @@ pub struct Metrics {
     certificate_reloads: Family<ResultLabels, Counter>,
     copies: Family<CopyStateLabels, Gauge>,
     credential_problems: Family<ProblemLabels, Gauge>,
+    verification_state: Family<VerificationLabels, Gauge>,
+    expiry: Family<RegistryLabels, Gauge>,
+    probes: Family<ResultLabels, Counter>,
     writes: Family<ActionLabels, Counter>,
     reconcile_errors: Family<ActionLabels, Counter>,
     watch_errors: Family<WatchLabels, Counter>,
@@ -183,6 +199,25 @@ impl Metrics {
              (source_missing, source_invalid, source_empty): not injected until fixed",
             credential_problems.clone(),
         );
+        let verification_state = Family::<VerificationLabels, Gauge>::default();
+        registry.register(
+            "credential_verification_state",
+            "1 for the state each credential's last probe at each registry found (ok, rejected, \
+             unreachable, unknown), 0 for the others",
+            verification_state.clone(),
+        );
+        let expiry = Family::<RegistryLabels, Gauge>::default();
+        registry.register(
+            "credential_expiry_timestamp_seconds",
+            "When a credential's token (a JWT password or identity token) expires, Unix time",
+            expiry.clone(),
+        );
+        let probes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "verification_probes",
+            "Registry probes made, by result (ok, rejected, unreachable, unknown)",
+            probes.clone(),
+        );
         let writes = Family::<ActionLabels, Counter>::default();
         registry.register(
             "api_writes",
@@ -233,6 +268,9 @@ impl Metrics {
             certificate_reloads,
             copies,
             credential_problems,
+            verification_state,
+            expiry,
+            probes,
             writes,
             reconcile_errors,
             watch_errors,
@@ -269,6 +307,42 @@ impl Metrics {
                 })
                 .set(*n);
         }
+    }
+
+    /// Replaces the verification states: `(credential, registry, state)`, every state of
+    /// `states` for each pair, 1 for the current one. Names come from the config and the
+    /// registries its keys (or bounded glob matches) name.
+    pub fn set_verification(
+        &self,
+        current: &[(String, String, &'static str, Option<i64>)],
+        states: &[&'static str],
+    ) {
+        self.verification_state.clear();
+        self.expiry.clear();
+        for (credential, registry, state, expires) in current {
+            for s in states {
+                self.verification_state
+                    .get_or_create(&VerificationLabels {
+                        credential: credential.clone(),
+                        registry: registry.clone(),
+                        state: s,
+                    })
+                    .set(i64::from(s == state));
+            }
+            if let Some(at) = expires {
+                self.expiry
+                    .get_or_create(&RegistryLabels {
+                        credential: credential.clone(),
+                        registry: registry.clone(),
+                    })
+                    .set(*at);
+            }
+        }
+    }
+
+    /// Counts one registry probe by its result.
+    pub fn probe(&self, result: &'static str) {
+        self.probes.get_or_create(&ResultLabels { result }).inc();
     }
 
     /// Counts one write to the API.

@@ -13,6 +13,13 @@ pub trait CopyMaker: Send + Sync {
     fn make<'a>(&'a self, pending: &'a mut Pending) -> BoxFuture<'a, ()>;
 }
 
+/// Hears which concrete registries admitted images reached through glob keys (`*.icr.io`), so
+/// that the verifier probes them (cluster mode).
+pub trait RegistriesSeen: Send + Sync {
+    /// `registries` as (credential, `host[:port]`); cheap, called on the admission path.
+    fn seen(&self, registries: &[(String, String)]);
+}
+
 /// Waits, briefly and without any API call, for the live view to learn of a namespace a
 /// review names (cluster mode): a namespace's `default` ServiceAccount is created moments
 /// after the namespace, often before the Namespace watch has reported it.

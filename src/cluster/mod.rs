@@ -13,6 +13,7 @@ mod events;
 mod mock;
 pub mod reconcile;
 pub mod self_signed;
+mod verification;
 mod watches;
 pub mod writer;
 
@@ -178,6 +179,8 @@ pub(crate) struct Shared {
     /// are injected (a new secret a `secretSelector` selects, a source that reappears)
     /// backfills every ServiceAccount without waiting for a config change.
     prepared: Mutex<Option<BTreeSet<(String, String, String)>>>,
+    /// The registries glob keys reached at admission, for the verifier.
+    glob_registries: Mutex<verification::GlobRegistries>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -205,6 +208,11 @@ impl ClusterHandle {
     /// What makes the copies an admission needs, for the HTTP server to call.
     pub fn copier(&self) -> Arc<dyn CopyMaker> {
         self.copier.clone()
+    }
+
+    /// What hears of the registries glob keys reached at admission, for the HTTP server to call.
+    pub fn registries_seen(&self) -> Arc<dyn crate::admission::ports::RegistriesSeen> {
+        Arc::new(verification::Sightings(self.shared.clone()))
     }
 
     /// What waits for the Namespace watch to learn of a namespace, for the HTTP server to call.
@@ -274,6 +282,10 @@ pub async fn start(args: ClusterArgs, slot: Arc<Slot>) -> Result<ClusterHandle, 
         tokio::spawn(watches::config_map(shared.clone())),
         tokio::spawn(config_map::build_loop(shared.clone())),
         tokio::spawn(reconcile::run(shared.clone(), writer)),
+        tokio::spawn(crate::verify::run(
+            Arc::new(verification::ClusterHooks(shared.clone())),
+            shared.metrics.clone(),
+        )),
     ];
     Ok(ClusterHandle {
         shared,
@@ -307,6 +319,7 @@ impl Shared {
             namespaces_seen: tokio::sync::watch::Sender::new(0),
             feeds: Mutex::new(HashMap::new()),
             prepared: Mutex::new(None),
+            glob_registries: Mutex::new(Default::default()),
         }
     }
 

@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::admission::ports::{CopyMaker, NamespaceWait};
+use crate::admission::ports::{CopyMaker, NamespaceWait, RegistriesSeen};
 use crate::admission::slot::{Slot, Snapshot};
 use crate::admission::{self, Reviewed, Verdict};
 use crate::metrics::{Metrics, RequestLabels};
@@ -77,6 +77,7 @@ pub struct App {
     limits: Limits,
     copier: OnceLock<Arc<dyn CopyMaker>>,
     namespaces: OnceLock<Arc<dyn NamespaceWait>>,
+    registries: OnceLock<Arc<dyn RegistriesSeen>>,
 }
 
 impl std::fmt::Debug for App {
@@ -96,6 +97,7 @@ impl App {
             empty: Snapshot::empty(),
             copier: OnceLock::new(),
             namespaces: OnceLock::new(),
+            registries: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             permits: Semaphore::new(limits.max_concurrent.max(1)),
             limits,
@@ -115,6 +117,12 @@ impl App {
     /// Waits for unknown namespaces from now on (cluster mode). Only the first call counts.
     pub fn set_namespace_wait(&self, wait: Arc<dyn NamespaceWait>) {
         let _ = self.namespaces.set(wait);
+    }
+
+    /// Tells the verifier of the registries glob keys reached (cluster mode). Only the first
+    /// call counts.
+    pub fn set_registries_seen(&self, seen: Arc<dyn RegistriesSeen>) {
+        let _ = self.registries.set(seen);
     }
 
     /// Whether a snapshot is served and the server is not shutting down.
@@ -286,6 +294,12 @@ async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
         && wait.wait_for(&namespace).await
     {
         pending = decide();
+    }
+    if let Some(seen) = app.registries.get()
+        && let Some(decision) = pending.decision()
+        && !decision.glob_registries.is_empty()
+    {
+        seen.seen(&decision.glob_registries);
     }
     if let Some(copier) = app.copier.get()
         && pending.decision().is_some_and(|d| !d.copies.is_empty())

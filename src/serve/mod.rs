@@ -239,6 +239,7 @@ pub async fn start(
         let started = crate::cluster::start(cluster_args, slot.clone()).await?;
         app.set_copier(started.copier());
         app.set_namespace_wait(started.namespace_wait());
+        app.set_registries_seen(started.registries_seen());
         cluster = Some(started);
     }
     tracing::info!("admission listening on https://{admission_addr}");
