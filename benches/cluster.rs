@@ -222,7 +222,9 @@ fn latency_fault() -> Option<Fault> {
 /// Returns whether the target was met.
 async fn rotation(dir: &Path) -> bool {
     let namespaces: usize = env_or("CLUSTER_NAMESPACES", 1000);
+    // Fake keys for real registries: verification off, so they are never sent there.
     let config = r#"
+verify: {mode: "off"}
 credentials:
   - name: icr
     secret: default/all-icr-io
@@ -316,7 +318,7 @@ async fn memory(dir: &Path) -> bool {
     let namespaces: usize = env_or("CLUSTER_MEM_NAMESPACES", 10_000);
     let credentials: usize = env_or("CLUSTER_MEM_CREDENTIALS", 100);
     let copies: usize = env_or("CLUSTER_MEM_COPIES", 100_000);
-    let mut config = String::from("credentials:\n");
+    let mut config = String::from("verify: {mode: \"off\"}\ncredentials:\n");
     for c in 0..credentials {
         config.push_str(&format!(
             "  - name: cred-{c}\n    secret: default/src-{c}\n    namespaces: {{include: [\"ns-*\"]}}\n"

@@ -65,9 +65,13 @@ enum Command {
         /// The injector's own namespace, which is never injected into.
         #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_OWN_NAMESPACE)]
         own_namespace: String,
-        /// Print JSON: {namespace, imagePullSecrets, images, warnings}.
+        /// Print JSON: {namespace, imagePullSecrets, images, warnings[, verification]}.
         #[arg(long)]
         json: bool,
+        /// Also log in to the registries of the credentials reported, live, and show what each
+        /// answered (sends the credentials to those registries; see docs/verification.md).
+        #[arg(long)]
+        verify: bool,
         /// Image references, as written in a pod spec.
         #[arg(required = true)]
         images: Vec<String>,
@@ -95,6 +99,10 @@ enum Command {
         /// Optional manifests, to also report missing or unusable source secrets.
         #[arg(long)]
         cluster: Vec<PathBuf>,
+        /// Also log in to every credential's registries, live; exit 1 when one is rejected
+        /// (needs --cluster; sends the credentials to those registries).
+        #[arg(long)]
+        verify: bool,
     },
 }
 
@@ -296,6 +304,7 @@ pub fn run(cli: Cli) -> ExitCode {
             own_namespace,
             json,
             images,
+            verify,
         } => offline::check(&CheckArgs {
             config,
             cluster,
@@ -304,6 +313,7 @@ pub fn run(cli: Cli) -> ExitCode {
             own_namespace,
             json,
             images,
+            verify,
         })
         .map_err(|e| e.to_string()),
         Command::Review {
@@ -312,9 +322,11 @@ pub fn run(cli: Cli) -> ExitCode {
             own_namespace,
             input,
         } => offline::review(&config, &cluster, &own_namespace, &input).map_err(|e| e.to_string()),
-        Command::Validate { config, cluster } => {
-            offline::validate(&config, &cluster).map_err(|e| e.to_string())
-        }
+        Command::Validate {
+            config,
+            cluster,
+            verify,
+        } => offline::validate(&config, &cluster, verify).map_err(|e| e.to_string()),
     };
     match result {
         Ok(out) => {

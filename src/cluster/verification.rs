@@ -69,8 +69,13 @@ impl Hooks for ClusterHooks {
                     source,
                     expires,
                 } => {
+                    let when = if expires <= crate::verify::now_unix() {
+                        "expired"
+                    } else {
+                        "expires"
+                    };
                     let message = format!(
-                        "credential {credential}: the token this secret holds for {registry} expires at {}",
+                        "credential {credential}: the token this secret holds for {registry} {when} at {}; replace it before pods that use it fail to pull",
                         utc(expires)
                     );
                     shared

@@ -1,8 +1,12 @@
 //! The offline commands (`check`, `review`, `validate`): read files, run the pure core, render.
+//! With `--verify`, `check` and `validate` also probe registries ([`verify`]), live.
 //!
 //! Each command returns its standard output and exit code so that tests can call it directly;
 //! `main.rs` only parses flags and prints.
 
+pub mod verify;
+
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +36,9 @@ pub enum CliError {
         /// Why it cannot be answered.
         source: admission::ReviewError,
     },
+    /// `--verify` cannot run.
+    #[error("{0}")]
+    Verify(String),
 }
 
 /// What a command prints on standard output and the exit code it ends with.
@@ -62,6 +69,8 @@ pub struct CheckArgs {
     pub json: bool,
     /// The images to check.
     pub images: Vec<String>,
+    /// Probe the credentials reported, live.
+    pub verify: bool,
 }
 
 #[derive(Serialize)]
@@ -71,6 +80,15 @@ struct CheckReport<'a> {
     image_pull_secrets: &'a [String],
     images: Vec<ImageJson<'a>>,
     warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verification: Option<VerificationJson<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VerificationJson<'a> {
+    probes: &'a [verify::Verified],
+    not_probed: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -90,7 +108,7 @@ struct MatchJson<'a> {
 /// `check`: which secrets would be injected for these images in that namespace, and why.
 pub fn check(args: &CheckArgs) -> Result<Output, CliError> {
     let config = load_config(&args.config)?;
-    let state = load_cluster(&args.cluster)?;
+    let mut state = load_cluster(&args.cluster)?;
     let mut ns = state
         .namespace(&args.namespace)
         .cloned()
@@ -107,6 +125,23 @@ pub fn check(args: &CheckArgs) -> Result<Output, CliError> {
     };
     // Not a dry run: the copies a real request would make are part of the answer.
     let mut decision = catalog.explain(&subject, &ns, &state, false);
+    let mut verification = None;
+    if args.verify {
+        let reported: BTreeSet<String> = decision
+            .images
+            .iter()
+            .flat_map(|i| i.matches.iter().map(|m| m.credential.clone()))
+            .collect();
+        let glob_seen: BTreeSet<(String, String)> =
+            decision.glob_registries.iter().cloned().collect();
+        let (probes, health) =
+            verify::probe(&catalog, Some(&reported), &glob_seen).map_err(CliError::Verify)?;
+        let not_probed = verify::not_probed(&catalog, Some(&reported), &probes);
+        // Decide again with what the registries said, as the webhook would.
+        state.set_health(health);
+        decision = catalog.explain(&subject, &ns, &state, false);
+        verification = Some((probes, not_probed));
+    }
     if decision.images.is_empty() {
         // Skipped before matching (excluded namespace): still describe each image.
         decision.images = args
@@ -120,9 +155,13 @@ pub fn check(args: &CheckArgs) -> Result<Output, CliError> {
             .collect();
     }
     let stdout = if args.json {
-        check_json(&ns.name, &decision)
+        check_json(&ns.name, &decision, verification.as_ref())
     } else {
-        check_text(&ns, &decision)
+        let mut text = check_text(&ns, &decision);
+        if let Some((probes, not_probed)) = &verification {
+            text.push_str(&verify::text(probes, not_probed));
+        }
+        text
     };
     Ok(Output {
         stdout,
@@ -131,7 +170,11 @@ pub fn check(args: &CheckArgs) -> Result<Output, CliError> {
     })
 }
 
-fn check_json(namespace: &str, decision: &Decision) -> String {
+fn check_json(
+    namespace: &str,
+    decision: &Decision,
+    verification: Option<&(Vec<verify::Verified>, Vec<String>)>,
+) -> String {
     let report = CheckReport {
         namespace,
         image_pull_secrets: &decision.add,
@@ -160,6 +203,8 @@ fn check_json(namespace: &str, decision: &Decision) -> String {
                 None => w.message.clone(),
             })
             .collect(),
+        verification: verification
+            .map(|(probes, not_probed)| VerificationJson { probes, not_probed }),
     };
     let mut text = serde_json::to_string_pretty(&report).unwrap_or_default();
     text.push('\n');
@@ -275,8 +320,14 @@ pub fn review(
 }
 
 /// `validate`: exit 0 when the config is valid, 1 with every problem listed otherwise. With
-/// cluster manifests, also reports sources that are missing or unusable.
-pub fn validate(config_path: &Path, cluster: &[PathBuf]) -> Result<Output, CliError> {
+/// cluster manifests, also reports sources that are missing or unusable; with `verify`, probes
+/// every credential at its registries and exits 1 when one is rejected.
+pub fn validate(config_path: &Path, cluster: &[PathBuf], verify: bool) -> Result<Output, CliError> {
+    if verify && cluster.is_empty() {
+        return Err(CliError::Verify(
+            "validate --verify needs --cluster manifests that hold the source secrets: the credentials to probe are in them".to_string(),
+        ));
+    }
     let text = crate::inputs::read(config_path)?;
     let config = match Config::from_yaml(&text) {
         Ok(c) => c,
@@ -298,16 +349,26 @@ pub fn validate(config_path: &Path, cluster: &[PathBuf]) -> Result<Output, CliEr
             "s"
         }
     );
+    let mut code = 0;
     if !cluster.is_empty() {
         let state = load_cluster(cluster)?;
         let catalog = Catalog::build(config, &state, None);
         for problem in catalog.problems() {
             stdout.push_str(&format!("  warning: {problem}\n"));
         }
+        if verify {
+            let (probes, _) =
+                verify::probe(&catalog, None, &BTreeSet::new()).map_err(CliError::Verify)?;
+            let not_probed = verify::not_probed(&catalog, None, &probes);
+            stdout.push_str(&verify::text(&probes, &not_probed));
+            if verify::any_rejected(&probes) {
+                code = 1;
+            }
+        }
     }
     Ok(Output {
         stdout,
         stderr: String::new(),
-        code: 0,
+        code,
     })
 }

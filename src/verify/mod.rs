@@ -34,8 +34,14 @@ pub const MAX_GLOB_REGISTRIES: usize = 16;
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Probes in flight at once, across every credential.
 const PROBE_CONCURRENCY: usize = 4;
+/// The global rate limit: probes start at least this far apart (at most 4 a second), however
+/// many credentials fall due at once.
+const PROBE_SPACING: Duration = Duration::from_millis(250);
 /// The first retry after a registry was unreachable; doubled each time, up to the interval.
 const UNREACHABLE_RETRY: Duration = Duration::from_secs(60);
+/// A first rejection is confirmed this soon, not an interval later: `skip` stops spreading a
+/// dead credential within seconds, yet one stray 401 withholds nothing.
+const CONFIRM_REJECTION: Duration = Duration::from_secs(5);
 
 /// What to probe for `catalog`: every (credential, registry) of the credentials whose
 /// verification is not off, with the login its source holds there. Glob keys name no single
@@ -169,6 +175,11 @@ fn jittered(interval: Duration, target: &ProbeTarget, round: u64) -> Duration {
     interval.mul_f64(1.0 + 0.1 * spread)
 }
 
+/// Whether a token expiring at `at` is due a warning at `now`: within `window`, or expired.
+pub fn expiry_due(at: i64, now: i64, window: Duration) -> bool {
+    at.saturating_sub(now) <= i64::try_from(window.as_secs()).unwrap_or(i64::MAX)
+}
+
 /// Unix seconds now.
 pub fn now_unix() -> i64 {
     SystemTime::now()
@@ -200,13 +211,20 @@ pub fn next_health(
     }
 }
 
-/// Probes every target of `targets` now, at most a few at a time: what `check --verify` and
-/// `validate --verify` do.
+/// Probes every target of `targets` now, at most a few at a time and a few a second: what
+/// `check --verify` and `validate --verify` do, and each round of the verifier.
 pub async fn probe_all(targets: &[ProbeTarget]) -> Vec<(ProbeTarget, ProbeResult)> {
+    let pace = Arc::new(tokio::sync::Mutex::new(tokio::time::interval(
+        PROBE_SPACING,
+    )));
     futures::stream::iter(targets.iter().cloned())
-        .map(|t| async move {
-            let r = probe::probe(&t, PROBE_TIMEOUT).await;
-            (t, r)
+        .map(|t| {
+            let pace = pace.clone();
+            async move {
+                pace.lock().await.tick().await;
+                let r = probe::probe(&t, PROBE_TIMEOUT).await;
+                (t, r)
+            }
         })
         .buffered(PROBE_CONCURRENCY)
         .collect()
@@ -258,6 +276,8 @@ pub async fn run(hooks: Arc<dyn Hooks>, metrics: Arc<Metrics>) {
                 UNREACHABLE_RETRY
                     .saturating_mul(1 << (unreachable - 1).min(10))
                     .min(target.verify.interval)
+            } else if health.state == ProbeState::Rejected && health.rejections == 1 {
+                CONFIRM_REJECTION
             } else {
                 jittered(target.verify.interval, &target, round)
             };
@@ -295,17 +315,17 @@ pub async fn run(hooks: Arc<dyn Hooks>, metrics: Arc<Metrics>) {
                 });
             }
             let mut reported_expiry = before.and_then(|b| b.reported_expiry);
-            if let Some(at) = expires {
-                let window = i64::try_from(target.verify.expiry_warning.as_secs()).unwrap_or(0);
-                if at - now_unix() <= window && reported_expiry != Some(at) {
-                    hooks.report(Report::ExpiresSoon {
-                        credential: target.credential.clone(),
-                        registry: target.registry.clone(),
-                        source: target.source.clone(),
-                        expires: at,
-                    });
-                    reported_expiry = Some(at);
-                }
+            if let Some(at) = expires
+                && expiry_due(at, now_unix(), target.verify.expiry_warning)
+                && reported_expiry != Some(at)
+            {
+                hooks.report(Report::ExpiresSoon {
+                    credential: target.credential.clone(),
+                    registry: target.registry.clone(),
+                    source: target.source.clone(),
+                    expires: at,
+                });
+                reported_expiry = Some(at);
             }
             tracked.insert(
                 key,
@@ -338,6 +358,61 @@ pub async fn run(hooks: Arc<dyn Hooks>, metrics: Arc<Metrics>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiry_warnings_fall_due_within_the_window_and_after_expiry() {
+        let day = 86_400;
+        let window = Duration::from_secs(3 * day as u64);
+        let now = 1_800_000_000;
+        let cases = [
+            (now + 10 * day, false),    // far off
+            (now + 3 * day + 1, false), // a second outside the window
+            (now + 3 * day, true),      // at its edge
+            (now + 60, true),           // soon
+            (now, true),                // now
+            (now - day, true),          // past
+            (i64::MIN, true),           // nonsense still warns, never overflows
+            (i64::MAX, false),
+        ];
+        for (at, due) in cases {
+            assert_eq!(expiry_due(at, now, window), due, "exp {at}");
+        }
+    }
+
+    #[test]
+    fn expiry_is_read_from_passwords_and_identity_tokens_only_when_they_are_jwts() {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let jwt = |exp: &str| format!("{}.{}.sig", b64(r#"{"alg":"ES256"}"#), b64(exp));
+        let target = |password: Option<String>, identity_token: Option<String>| ProbeTarget {
+            credential: "c".to_string(),
+            registry: "r.example".to_string(),
+            source: "ns/s".to_string(),
+            login: crate::registry::dockerconfig::Login {
+                username: Some("u".to_string()),
+                password,
+                identity_token,
+            },
+            verify: crate::config::Verify::default(),
+        };
+        let cases = [
+            (
+                target(Some(jwt(r#"{"exp":1900000000}"#)), None),
+                Some(1_900_000_000),
+            ),
+            (
+                target(None, Some(jwt(r#"{"exp":1800000000}"#))),
+                Some(1_800_000_000),
+            ),
+            (target(Some("plain-password".to_string()), None), None),
+            (target(Some(jwt(r#"{"sub":"no exp"}"#)), None), None),
+            (target(Some("x.not-json.y".to_string()), None), None),
+            (target(None, None), None),
+        ];
+        for (t, want) in cases {
+            assert_eq!(expiry(&t), want, "{t:?}");
+        }
+    }
 
     #[test]
     fn health_keeps_its_since_and_counts_rejections_in_a_row() {

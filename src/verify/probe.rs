@@ -301,11 +301,29 @@ fn read_token(answer: Answer) -> Result<String, ProbeResult> {
             ProbeState::Rejected,
             format!("the token realm refuses these credentials ({s})"),
         )),
+        // OAuth2 (RFC 6749 section 5.2) answers a refresh token it does not accept with 400
+        // and an error code; other 400s say nothing about the credential.
+        StatusCode::BAD_REQUEST if oauth_refusal(&answer.body).is_some() => Err(result(
+            ProbeState::Rejected,
+            format!(
+                "the token realm refuses the identity token ({})",
+                oauth_refusal(&answer.body).unwrap_or_default()
+            ),
+        )),
         s => Err(result(
             ProbeState::Unreachable,
             format!("the token realm answered {s}"),
         )),
     }
+}
+
+/// The OAuth2 error code of an answer that refuses the grant, if it is one.
+fn oauth_refusal(body: &[u8]) -> Option<&'static str> {
+    let body: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let code = body.get("error")?.as_str()?;
+    ["invalid_grant", "invalid_client", "unauthorized_client"]
+        .into_iter()
+        .find(|c| *c == code)
 }
 
 fn basic(login: &Login) -> Option<String> {
