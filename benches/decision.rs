@@ -2,6 +2,9 @@
 //! and the whole offline admission path (parse review, decide, build patch, serialise), on a
 //! synthetic review and on a realistic 8 KB one next to the floor of parsing only its uid.
 //!
+//! The decision is also measured with verification off, and with every credential's probes
+//! answered: reading them must cost the admission path nothing measurable.
+//!
 //! Run: `cargo bench --bench decision`
 
 use std::borrow::Cow;
@@ -19,7 +22,8 @@ use pull_secret_injector::admission;
 use pull_secret_injector::config::Config;
 use pull_secret_injector::policy::{Catalog, Subject, SubjectKind};
 use pull_secret_injector::registry::image::ImageRef;
-use pull_secret_injector::view::{ClusterState, NamespaceInfo};
+use pull_secret_injector::verify;
+use pull_secret_injector::view::{ClusterState, Health, NamespaceInfo, ProbeState};
 
 const CREDENTIALS: usize = 100;
 
@@ -50,8 +54,13 @@ fn secret(ns: &str, name: &str, keys: &[String]) -> Secret {
 /// namespace scopes with include/exclude globs. `hub_keys` of them also hold a Docker Hub key:
 /// 1 is the usual setup; 20 is a stress case where one Hub image pulls in 20 secrets.
 fn setup(hub_keys: usize) -> (Catalog, ClusterState) {
+    setup_with(hub_keys, "")
+}
+
+/// [`setup`] with `head` (top-level config keys) before the credentials.
+fn setup_with(hub_keys: usize, head: &str) -> (Catalog, ClusterState) {
     let mut state = ClusterState::new();
-    let mut config = String::from("credentials:\n");
+    let mut config = format!("{head}credentials:\n");
     for i in 0..CREDENTIALS {
         let keys = match i % 5 {
             0 => vec![
@@ -571,6 +580,36 @@ fn benches(c: &mut Criterion) {
     c.bench_function(
         "decide/pod-10-containers/100-credentials/20-match-one-image",
         |b| b.iter(|| stress.decide(black_box(&subject), &ns, &stress_state, false)),
+    );
+    // Verification: off, and on with every (credential, registry) probed ok (warn's steady
+    // state) or rejected (each match then also writes a warning).
+    let (off, off_state) = setup_with(1, "verify: {mode: \"off\"}\n");
+    c.bench_function("decide/pod-10-containers/100-credentials/verify-off", |b| {
+        b.iter(|| off.decide(black_box(&subject), &ns, &off_state, false))
+    });
+    let probed = |found: ProbeState| {
+        let mut health = Health::new();
+        for t in verify::targets(&catalog, &Default::default()) {
+            let h = verify::next_health(None, found, None, 1_800_000_000);
+            health.set(&t.credential, &t.registry, h);
+        }
+        let mut probed = state.clone();
+        probed.set_health(health);
+        probed
+    };
+    let all_ok = probed(ProbeState::Ok);
+    assert_eq!(catalog.decide(&subject, &ns, &all_ok, false).add.len(), 7);
+    c.bench_function(
+        "decide/pod-10-containers/100-credentials/verify-all-ok",
+        |b| b.iter(|| catalog.decide(black_box(&subject), &ns, &all_ok, false)),
+    );
+    let all_rejected = probed(ProbeState::Rejected);
+    let warned = catalog.decide(&subject, &ns, &all_rejected, false);
+    assert_eq!(warned.add.len(), 7);
+    assert!(warned.warnings.len() >= 6, "{:?}", warned.warnings);
+    c.bench_function(
+        "decide/pod-10-containers/100-credentials/verify-all-rejected",
+        |b| b.iter(|| catalog.decide(black_box(&subject), &ns, &all_rejected, false)),
     );
     c.bench_function("image/parse", |b| {
         b.iter(|| ImageRef::parse(black_box(IMAGES[1])))

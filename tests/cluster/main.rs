@@ -11,6 +11,10 @@
 //! generous deadline.
 
 mod harness;
+#[path = "../common/https.rs"]
+mod https;
+#[path = "../common/registry.rs"]
+mod registry;
 
 mod admission;
 mod backfill;
@@ -21,6 +25,7 @@ mod rbac;
 mod replicas;
 mod self_signed;
 mod tenants;
+mod verification;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
