@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use serde_json::Value;
+
 use pull_secret_injector::cluster::api::{ApiAction, WatchKind};
 use pull_secret_injector::metrics::{Metrics, RequestLabels};
 use pull_secret_injector::policy::plan::CopyState;
@@ -407,6 +409,37 @@ fn the_labels_and_values_alerts_and_their_tests_match_are_ones_the_binary_gives(
                 );
             }
         }
+    }
+}
+
+/// Each alert is unit-tested: promtool evaluates it both where it must fire and where it must
+/// not.
+#[test]
+fn every_alert_has_a_promtool_test_that_fires_it_and_one_that_does_not() {
+    let path = render::repo().join("tests/monitoring/alerts.test.yaml");
+    let text = std::fs::read_to_string(path).expect("alerts.test.yaml");
+    let tests = render::parse_stream(&text, "alerts.test.yaml").remove(0);
+    let cases: Vec<&Value> = tests["tests"]
+        .as_array()
+        .expect("tests")
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_array().into_iter().flatten())
+        .collect();
+    for (alert, _) in alerts() {
+        let of_it: Vec<&&Value> = cases
+            .iter()
+            .filter(|c| c["alertname"] == alert.as_str())
+            .collect();
+        let fires = of_it
+            .iter()
+            .any(|c| c["exp_alerts"].as_array().is_some_and(|a| !a.is_empty()));
+        let quiet = of_it
+            .iter()
+            .any(|c| c["exp_alerts"].as_array().is_some_and(Vec::is_empty));
+        assert!(
+            fires && quiet,
+            "{alert}: fires in a test: {fires}, stays quiet in one: {quiet}"
+        );
     }
 }
 
