@@ -323,9 +323,13 @@ fn the_invariants_catch_a_fixed_uid_a_dropped_safety_setting_wider_rbac_and_a_br
         (
             "every webhook configuration",
             |r| {
-                r.object_mut("ClusterRole", NAME)["rules"][3]
-                    .as_object_mut()
-                    .expect("rule")
+                r.object_mut("ClusterRole", NAME)["rules"]
+                    .as_array_mut()
+                    .expect("rules")
+                    .iter_mut()
+                    .find(|rule| rule["resources"][0] == "mutatingwebhookconfigurations")
+                    .and_then(|rule| rule.as_object_mut())
+                    .expect("the webhook rule")
                     .remove("resourceNames");
             },
             &["the webhook grant must be get/patch of pull-secret-injector only"],

@@ -16,6 +16,7 @@ use pull_secret_injector::cluster::api::{ApiAction, WatchKind};
 use pull_secret_injector::metrics::{Metrics, RequestLabels};
 use pull_secret_injector::policy::plan::CopyState;
 use pull_secret_injector::policy::types::WarningReason;
+use pull_secret_injector::view::ProbeState;
 
 use crate::invariants::canonical_rules;
 use crate::render;
@@ -293,6 +294,8 @@ fn populated_exposition() -> String {
         WarningReason::NamespaceTerminating,
         WarningReason::CopyDeferred,
         WarningReason::NamespaceUnknown,
+        WarningReason::CredentialRejected,
+        WarningReason::CredentialWithheld,
     ];
     let actions = [
         ApiAction::CreateCopy,
@@ -343,6 +346,19 @@ fn populated_exposition() -> String {
         m.certificate_reload(ok);
     }
     m.injection("icr");
+    let states: Vec<&'static str> = ProbeState::ALL.iter().map(|s| s.as_str()).collect();
+    m.set_verification(
+        &[(
+            "icr".to_string(),
+            "us.icr.io".to_string(),
+            ProbeState::Rejected.as_str(),
+            Some(1_800_000_000),
+        )],
+        &states,
+    );
+    for s in ProbeState::ALL {
+        m.probe(s.as_str());
+    }
     m.set_oldest_stale_copy(Duration::from_secs(1));
     m.admission(
         &RequestLabels {
@@ -381,7 +397,8 @@ fn the_labels_and_values_alerts_and_their_tests_match_are_ones_the_binary_gives(
     let families = label_values(&populated_exposition());
     // Added by the scrape (a ServiceMonitor's target labels), not by the binary.
     let scrape_labels = ["namespace", "pod"];
-    let free_values = ["credential", "version", "namespace", "pod"];
+    // Values named by the config (credentials, and the registries their keys name).
+    let free_values = ["credential", "registry", "version", "namespace", "pod"];
     let from_alerts = alerts().into_iter().flat_map(|(_, e)| selectors(&e));
     for s in from_alerts.chain(test_series()) {
         let labels = families
@@ -488,7 +505,9 @@ fn every_alert_is_explained_in_docs_operations() {
         })
         .collect();
     assert!(
-        severities.iter().all(|s| s == "warning" || s == "critical"),
+        severities
+            .iter()
+            .all(|s| ["critical", "warning", "info"].contains(&s.as_str())),
         "{severities:?}"
     );
 }
