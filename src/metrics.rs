@@ -364,7 +364,12 @@ impl Metrics {
             .inc();
     }
 
-    /// Records that a watch completed a full list now.
+    /// Forgets a watch the config no longer needs (its last-list time would look stalled).
+    pub fn watch_stopped(&self, watch: &'static str) {
+        self.watch_synced.remove(&WatchLabels { watch });
+    }
+
+    /// Records that a watch completed a list, now.
     pub fn watch_listed(&self, watch: &'static str) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -101,11 +101,19 @@ impl Shared {
             .filter(|f| !wanted.contains(*f))
             .cloned()
             .collect();
-        for feed in stale {
-            if let Some(task) = feeds.remove(&feed) {
+        for feed in &stale {
+            if let Some(task) = feeds.remove(feed) {
                 task.abort();
             }
-            self.index.write().remove_feed(&feed);
+            self.index.write().remove_feed(feed);
+        }
+        // A kind of watch the config needs no more stops reporting when it last listed, or
+        // its frozen timestamp would look like a stalled watch.
+        for feed in &stale {
+            let kind = watches::kind(feed);
+            if !wanted.iter().any(|f| watches::kind(f) == kind) {
+                self.metrics.watch_stopped(kind.as_str());
+            }
         }
         for feed in wanted {
             let restart = relist && matches!(feed, Feed::Copies | Feed::ServiceAccounts { .. });

@@ -249,6 +249,17 @@ pub(super) async fn config_map(shared: Arc<Shared>) {
     .await;
 }
 
+/// The watch a feed is counted under in the metrics.
+pub(super) fn kind(feed: &Feed) -> WatchKind {
+    match feed {
+        Feed::Namespaces => WatchKind::Namespaces,
+        Feed::Copies => WatchKind::Copies,
+        Feed::ServiceAccounts { .. } => WatchKind::ServiceAccounts,
+        Feed::SourceNamed { .. } | Feed::SourceSelected { .. } => WatchKind::Sources,
+        Feed::Locals { .. } => WatchKind::LocalSecrets,
+    }
+}
+
 /// Source or local secrets for one feed of the config, whole (their data is copied).
 pub(super) fn secrets(shared: Arc<Shared>, feed: Feed) -> JoinHandle<()> {
     let client = shared.client.clone();

@@ -68,3 +68,34 @@ async fn config_changes_apply_and_an_invalid_config_is_rejected_with_an_event() 
     assert!(injector.running.app.is_ready());
     injector.stop().await;
 }
+
+/// A watch the config stops needing stops reporting its last list: a frozen timestamp would
+/// fire the "watch not listing" alert for as long as the pod runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_the_config_no_longer_needs_leaves_the_metrics() {
+    let with_locals = r#"
+credentials:
+  - name: icr
+    secret: "{P}default/all-icr-io"
+    namespaces: {include: ["{P}team-*"]}
+  - name: project-local
+    localSecretSelector: {matchLabels: {e2e.pull-secret-injector/local: "true"}}
+    namespaces: {include: ["{P}team-*"]}
+serviceAccounts: []
+"#;
+    let c = icr_cluster(with_locals).await;
+    let injector = c.start_injector().await;
+    let locals = "pull_secret_injector_watch_last_list_timestamp_seconds{watch=\"local_secrets\"}";
+    eventually("the local secrets watch to list", || async {
+        injector.metric(locals).await > 0.0
+    })
+    .await;
+    c.set_config(ICR_PODS_ONLY).await;
+    eventually("the local secrets watch to leave the metrics", || async {
+        !injector.metrics().await.contains(locals)
+    })
+    .await;
+    let sources = "pull_secret_injector_watch_last_list_timestamp_seconds{watch=\"sources\"}";
+    assert!(injector.metric(sources).await > 0.0, "the others stay");
+    injector.stop().await;
+}
