@@ -521,7 +521,9 @@ impl<'c> Run<'c> {
     /// image (rejected on two probes in a row); says so once per registry.
     fn withheld_at(&mut self, ci: usize, key: &RegistryKey, target: &Location<'_>) -> bool {
         let credential = &self.catalog.config.credentials[ci];
-        if credential.verify.mode != VerifyMode::Skip {
+        if credential.verify.mode != VerifyMode::Skip
+            || !self.view.rejected_somewhere(&credential.name)
+        {
             return false;
         }
         let registry = registry_at(key, target);
@@ -544,7 +546,9 @@ impl<'c> Run<'c> {
     /// was probed at rejects it.
     fn withheld_everywhere(&mut self, ci: usize) -> bool {
         let credential = &self.catalog.config.credentials[ci];
-        if credential.verify.mode != VerifyMode::Skip {
+        if credential.verify.mode != VerifyMode::Skip
+            || !self.view.rejected_somewhere(&credential.name)
+        {
             return false;
         }
         let known = self.view.credential_health(&credential.name);
@@ -680,7 +684,7 @@ fn note_rejected(
     key: &RegistryKey,
     target: &Location<'_>,
 ) {
-    if credential.verify.mode != VerifyMode::Warn {
+    if credential.verify.mode != VerifyMode::Warn || !view.rejected_somewhere(&credential.name) {
         return;
     }
     let registry = registry_at(key, target);

@@ -271,6 +271,10 @@ impl ClusterView for ClusterState {
         self.health.get(credential, registry)
     }
 
+    fn rejected_somewhere(&self, credential: &str) -> bool {
+        self.health.rejected_somewhere(credential)
+    }
+
     fn credential_health(&self, credential: &str) -> Vec<(&str, &RegistryHealth)> {
         self.health.of(credential).collect()
     }

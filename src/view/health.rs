@@ -62,6 +62,9 @@ impl RegistryHealth {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Health {
     by_credential: BTreeMap<String, BTreeMap<String, RegistryHealth>>,
+    /// The credentials some registry rejects: the decision asks this first, so that an
+    /// admission where nothing is rejected looks nothing else up.
+    rejected: std::collections::BTreeSet<String>,
 }
 
 impl Health {
@@ -77,10 +80,22 @@ impl Health {
 
     /// Records an answer.
     pub fn set(&mut self, credential: &str, registry: &str, health: RegistryHealth) {
-        self.by_credential
+        let registries = self
+            .by_credential
             .entry(credential.to_string())
-            .or_default()
-            .insert(registry.to_string(), health);
+            .or_default();
+        registries.insert(registry.to_string(), health);
+        let rejected = registries.values().any(|h| h.state == ProbeState::Rejected);
+        if rejected {
+            self.rejected.insert(credential.to_string());
+        } else {
+            self.rejected.remove(credential);
+        }
+    }
+
+    /// Whether some registry's last answer about `credential` was a rejection.
+    pub fn rejected_somewhere(&self, credential: &str) -> bool {
+        self.rejected.contains(credential)
     }
 
     /// Forgets every credential `keep` refuses (one removed from the config, say).
@@ -89,6 +104,12 @@ impl Health {
             registries.retain(|registry, _| keep(credential, registry));
         }
         self.by_credential.retain(|_, r| !r.is_empty());
+        let by_credential = &self.by_credential;
+        self.rejected.retain(|c| {
+            by_credential
+                .get(c)
+                .is_some_and(|r| r.values().any(|h| h.state == ProbeState::Rejected))
+        });
     }
 
     /// Every (credential, registry, health).
@@ -134,6 +155,34 @@ pub fn utc(seconds: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejected_somewhere_follows_every_set_and_retain() {
+        let at = |state| RegistryHealth {
+            state,
+            since: 0,
+            rejections: u32::from(state == ProbeState::Rejected),
+            expires: None,
+        };
+        let mut h = Health::new();
+        h.set("icr", "us.icr.io", at(ProbeState::Ok));
+        assert!(!h.rejected_somewhere("icr"));
+        h.set("icr", "de.icr.io", at(ProbeState::Rejected));
+        assert!(h.rejected_somewhere("icr"));
+        h.set("icr", "us.icr.io", at(ProbeState::Unreachable));
+        assert!(
+            h.rejected_somewhere("icr"),
+            "another registry still rejects it"
+        );
+        h.set("icr", "de.icr.io", at(ProbeState::Ok));
+        assert!(!h.rejected_somewhere("icr"));
+        h.set("hub", "index.docker.io", at(ProbeState::Rejected));
+        h.retain(|c, _| c != "hub");
+        assert!(
+            !h.rejected_somewhere("hub"),
+            "a forgotten credential is not rejected"
+        );
+    }
 
     #[test]
     fn utc_formats_unix_seconds() {

@@ -83,6 +83,13 @@ pub trait ClusterView {
         None
     }
 
+    /// Whether some registry rejected `credential` on its last probe: when not, nothing else
+    /// about its health changes a decision.
+    fn rejected_somewhere(&self, credential: &str) -> bool {
+        let _ = credential;
+        false
+    }
+
     /// Every registry `credential` was probed at, with what probing taught.
     fn credential_health(&self, credential: &str) -> Vec<(&str, &RegistryHealth)> {
         let _ = credential;
