@@ -251,3 +251,78 @@ credentials:
         "tier=prod,team in (a,b),!legacy"
     );
 }
+
+#[test]
+fn verify_defaults_to_warn_every_ten_minutes_and_credentials_override_it_field_by_field() {
+    use std::time::Duration;
+    let c = Config::from_yaml(
+        r#"
+verify: {mode: skip, interval: 30m}
+credentials:
+  - name: inherits
+    secret: creds/a
+    namespaces: {include: ["*"]}
+  - name: own
+    secret: creds/b
+    namespaces: {include: ["*"]}
+    verify: {mode: "off", insecure: true, expiryWarning: 24h}
+"#,
+    )
+    .unwrap();
+    let (inherits, own) = (&c.credentials[0].verify, &c.credentials[1].verify);
+    assert_eq!(inherits.mode, VerifyMode::Skip);
+    assert_eq!(inherits.interval, Duration::from_secs(1800));
+    assert_eq!(inherits.expiry_warning, Duration::from_secs(72 * 3600));
+    assert!(!inherits.insecure);
+    assert_eq!(own.mode, VerifyMode::Off);
+    assert_eq!(
+        own.interval,
+        Duration::from_secs(1800),
+        "not set: the top level's"
+    );
+    assert!(own.insecure);
+    assert_eq!(own.expiry_warning, Duration::from_secs(24 * 3600));
+
+    let plain =
+        Config::from_yaml("credentials: [{name: a, secret: c/a, namespaces: {include: [\"*\"]}}]")
+            .unwrap();
+    assert_eq!(plain.credentials[0].verify, Verify::default());
+    assert_eq!(Verify::default().mode, VerifyMode::Warn);
+    assert_eq!(Verify::default().interval, Duration::from_secs(600));
+}
+
+#[test]
+fn every_bad_verify_field_is_named_with_its_cause() {
+    let found = problems(
+        r#"
+verify: {mode: sometimes, interval: 5s}
+credentials:
+  - name: a
+    secret: creds/a
+    namespaces: {include: ["*"]}
+    verify:
+      interval: soon
+      expiryWarning: 3 fortnights
+      caBundle: "not a certificate"
+"#,
+    );
+    let want = [
+        "verify.mode: \"sometimes\" is not one of off, warn, skip",
+        "verify.interval: \"5s\" is outside 30s to 24h",
+        "credentials[0] (a): verify.interval: \"soon\" is not a duration",
+        "credentials[0] (a): verify.expiryWarning: \"3 fortnights\" is not a duration",
+        "credentials[0] (a): verify.caBundle: holds no PEM certificate",
+    ];
+    let text = found.join("\n");
+    for w in want {
+        assert!(text.contains(w), "missing {w:?} in:\n{text}");
+    }
+    let unknown = problems(
+        "credentials:\n  - name: a\n    secret: creds/a\n    namespaces: {include: [\"*\"]}\n    verify: {retries: 3}\n",
+    )
+    .join("\n");
+    assert!(
+        unknown.contains("credentials[0].verify: unknown field `retries`"),
+        "{unknown}"
+    );
+}
