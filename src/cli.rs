@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::offline::{self, CheckArgs, DEFAULT_OWN_NAMESPACE};
+mod commands;
+
+use crate::offline::{self, DEFAULT_OWN_NAMESPACE};
 use crate::serve::http::Limits;
 use crate::serve::{self, ClusterOptions, ServeArgs, TlsSource};
 use crate::telemetry::{self, LogFormat};
@@ -48,34 +50,9 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Which secrets would be injected for these images in a namespace, and why (offline).
-    Check {
-        /// The config: raw config YAML or a ConfigMap manifest holding config.yaml.
-        #[arg(long)]
-        config: PathBuf,
-        /// Manifests (files or directories) standing for the cluster's Namespaces and Secrets.
-        #[arg(long)]
-        cluster: Vec<PathBuf>,
-        /// The namespace the pod would be created in.
-        #[arg(long)]
-        namespace: String,
-        /// A label of that namespace, key=value (repeatable; overrides the manifests').
-        #[arg(long = "namespace-label")]
-        namespace_label: Vec<String>,
-        /// The injector's own namespace, which is never injected into.
-        #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_OWN_NAMESPACE)]
-        own_namespace: String,
-        /// Print JSON: {namespace, imagePullSecrets, images, warnings[, verification]}.
-        #[arg(long)]
-        json: bool,
-        /// Also log in to the registries of the credentials reported, live, and show what each
-        /// answered (sends the credentials to those registries; see docs/verification.md).
-        #[arg(long)]
-        verify: bool,
-        /// Image references, as written in a pod spec.
-        #[arg(required = true)]
-        images: Vec<String>,
-    },
+    /// Which secrets the webhook would inject for these images, or for the pods these
+    /// manifests make, and why each credential is or is not used (offline).
+    Check(Box<commands::Check>),
     /// Answers an AdmissionReview request as the webhook does, from files (offline).
     Review {
         /// The config: raw config YAML or a ConfigMap manifest holding config.yaml.
@@ -92,18 +69,7 @@ enum Command {
         input: String,
     },
     /// Checks a config; exits 1 listing every problem when it is invalid.
-    Validate {
-        /// The config: raw config YAML or a ConfigMap manifest holding config.yaml.
-        #[arg(long)]
-        config: PathBuf,
-        /// Optional manifests, to also report missing or unusable source secrets.
-        #[arg(long)]
-        cluster: Vec<PathBuf>,
-        /// Also log in to every credential's registries, live; exit 1 when one is rejected
-        /// (needs --cluster; sends the credentials to those registries).
-        #[arg(long)]
-        verify: bool,
-    },
+    Validate(commands::Validate),
 }
 
 #[derive(Debug, Args)]
@@ -296,37 +262,14 @@ pub fn run(cli: Cli) -> ExitCode {
             days,
             force,
         } => write_certs(&names, client.as_deref(), &out, days, force),
-        Command::Check {
-            config,
-            cluster,
-            namespace,
-            namespace_label,
-            own_namespace,
-            json,
-            images,
-            verify,
-        } => offline::check(&CheckArgs {
-            config,
-            cluster,
-            namespace,
-            namespace_labels: namespace_label,
-            own_namespace,
-            json,
-            images,
-            verify,
-        })
-        .map_err(|e| e.to_string()),
+        Command::Check(c) => commands::check(*c).map_err(|e| e.to_string()),
         Command::Review {
             config,
             cluster,
             own_namespace,
             input,
         } => offline::review(&config, &cluster, &own_namespace, &input).map_err(|e| e.to_string()),
-        Command::Validate {
-            config,
-            cluster,
-            verify,
-        } => offline::validate(&config, &cluster, verify).map_err(|e| e.to_string()),
+        Command::Validate(v) => commands::validate(v).map_err(|e| e.to_string()),
     };
     match result {
         Ok(out) => {

@@ -23,6 +23,7 @@ pub mod marks;
 pub mod policy;
 pub mod registry;
 pub mod view;
+pub mod workload;
 
 // The edges.
 pub mod cluster;

@@ -116,6 +116,49 @@ impl NamespaceScope {
             && !self.exclude.iter().any(|g| g.matches(name))
             && self.selector.as_ref().is_none_or(|s| s.matches(labels))
     }
+
+    /// Why a namespace is out of scope, the first rule that leaves it out in the order
+    /// `admits` applies them; `None` when it is in scope.
+    pub fn why_not(&self, name: &str, labels: &BTreeMap<String, String>) -> Option<OutOfScope> {
+        if !self.include.iter().any(|g| g.matches(name)) {
+            return Some(OutOfScope::NotIncluded {
+                include: self
+                    .include
+                    .iter()
+                    .map(|g| g.as_str().to_string())
+                    .collect(),
+            });
+        }
+        if let Some(g) = self.exclude.iter().find(|g| g.matches(name)) {
+            return Some(OutOfScope::Excluded {
+                pattern: g.as_str().to_string(),
+            });
+        }
+        let selector = self.selector.as_ref()?;
+        let failed = selector.failures(labels);
+        (!failed.is_empty()).then_some(OutOfScope::SelectorMismatch { failed })
+    }
+}
+
+/// Why a namespace is out of a credential's scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutOfScope {
+    /// No `namespaces.include` glob matches its name.
+    NotIncluded {
+        /// The include globs.
+        include: Vec<String>,
+    },
+    /// A `namespaces.exclude` glob matches its name.
+    Excluded {
+        /// The first exclude glob that matches.
+        pattern: String,
+    },
+    /// Its labels do not satisfy `namespaces.selector`.
+    SelectorMismatch {
+        /// Each requirement that fails, with the namespace's value (`cpd-instance=true: the
+        /// namespace has no label cpd-instance`).
+        failed: Vec<String>,
+    },
 }
 
 /// A validated Kubernetes label selector (`matchLabels` and `matchExpressions`).
@@ -153,6 +196,39 @@ impl LabelSelector {
                 Requirement::Exists(k) => labels.contains_key(k),
                 Requirement::DoesNotExist(k) => !labels.contains_key(k),
             })
+    }
+
+    /// Each requirement `labels` fails, in words: the requirement as a query, then what the
+    /// labels hold instead. Empty when the selector matches.
+    pub fn failures(&self, labels: &BTreeMap<String, String>) -> Vec<String> {
+        let has = |k: &str| match labels.get(k) {
+            Some(v) => format!("the namespace has {k}={v}"),
+            None => format!("the namespace has no label {k}"),
+        };
+        let mut out = Vec::new();
+        for (k, v) in &self.match_labels {
+            if labels.get(k) != Some(v) {
+                out.push(format!("{k}={v}: {}", has(k)));
+            }
+        }
+        for r in &self.expressions {
+            let failed = match r {
+                Requirement::In(k, values) => (!labels.get(k).is_some_and(|v| values.contains(v)))
+                    .then(|| format!("{k} in ({}): {}", join(values), has(k))),
+                Requirement::NotIn(k, values) => labels
+                    .get(k)
+                    .filter(|v| values.contains(*v))
+                    .map(|_| format!("{k} notin ({}): {}", join(values), has(k))),
+                Requirement::Exists(k) => {
+                    (!labels.contains_key(k)).then(|| format!("{k}: {}", has(k)))
+                }
+                Requirement::DoesNotExist(k) => {
+                    labels.contains_key(k).then(|| format!("!{k}: {}", has(k)))
+                }
+            };
+            out.extend(failed);
+        }
+        out
     }
 
     /// The `matchLabels` part, for building API list queries.

@@ -343,8 +343,9 @@ impl<'c> Run<'c> {
             return Err(Warning {
                 reason: WarningReason::NameTaken,
                 message: format!(
-                    "pull-secret-injector: credential {}: secret {ns}/{} exists and is not managed by pull-secret-injector; left alone, not injected",
-                    source.credential, source.copy_name
+                    "pull-secret-injector: credential {}: {}, not injected",
+                    source.credential,
+                    super::explain::name_taken(&format!("{ns}/{}", source.copy_name))
                 ),
                 detail: None,
             });
@@ -360,10 +361,12 @@ impl<'c> Run<'c> {
             Err(Warning {
                 reason: WarningReason::CopyConflict,
                 message: format!(
-                    "pull-secret-injector: credential {}: secret {ns}/{} is a copy made for credential {} with other content; not injected",
+                    "pull-secret-injector: credential {}: {}; not injected",
                     source.credential,
-                    source.copy_name,
-                    existing.credential.unwrap_or("(unknown)")
+                    super::explain::copy_conflict(
+                        &format!("{ns}/{}", source.copy_name),
+                        existing.credential.unwrap_or("(unknown)")
+                    )
                 ),
                 detail: None,
             })

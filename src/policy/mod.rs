@@ -9,10 +9,12 @@
 
 pub mod catalog;
 pub mod evaluate;
+pub mod explain;
 pub mod plan;
 pub mod types;
 
 pub use catalog::Catalog;
+pub use explain::{Consideration, KeyMiss, Outcome, WhyNot};
 pub use plan::{CopyPlan, CopyState, plan_copies};
 pub use types::{
     CopyRequest, Decision, ImageReport, MatchReport, PreparedSource, Problem, Subject, SubjectKind,

@@ -1,0 +1,131 @@
+//! `validate`: is the config valid, and (with manifests) are its sources usable, and (with
+//! `--verify`) do their registries accept them.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::verify::{self, Verified};
+use super::{CliError, Format, Output, load_cluster, render};
+use crate::config::Config;
+use crate::policy::Catalog;
+
+/// Inputs of `validate`.
+#[derive(Debug, Clone)]
+pub struct ValidateArgs {
+    /// The config file.
+    pub config: PathBuf,
+    /// Cluster manifests, to check the sources against.
+    pub cluster: Vec<PathBuf>,
+    /// Probe every credential at its registries.
+    pub verify: bool,
+    /// Warnings fail too.
+    pub strict: bool,
+    /// How to print.
+    pub format: Format,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    config: String,
+    valid: bool,
+    credentials: usize,
+    problems: Vec<String>,
+    warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verification: Option<Verification>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Verification {
+    probes: Vec<Verified>,
+    not_probed: Vec<String>,
+}
+
+/// `validate`: exit 0 when the config is valid, 1 with every problem listed otherwise. With
+/// cluster manifests, also reports sources that are missing or unusable (exit 1 with
+/// `strict`); with `verify`, probes every credential at its registries and exits 1 when one
+/// is rejected.
+pub fn validate(args: &ValidateArgs) -> Result<Output, CliError> {
+    if args.verify && args.cluster.is_empty() {
+        return Err(CliError::Verify(
+            "validate --verify needs --cluster manifests that hold the source secrets: the credentials to probe are in them".to_string(),
+        ));
+    }
+    let origin = args.config.display().to_string();
+    let text = crate::inputs::read(&args.config)?;
+    let mut report = Report {
+        config: origin.clone(),
+        valid: false,
+        credentials: 0,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+        verification: None,
+    };
+    match Config::from_yaml(&text) {
+        Err(e) => report.problems = e.problems.iter().map(ToString::to_string).collect(),
+        Ok(config) => {
+            report.valid = true;
+            report.credentials = config.credentials.len();
+            if !args.cluster.is_empty() {
+                let state = load_cluster(&args.cluster)?;
+                let catalog = Catalog::build(config, &state, None);
+                report.warnings = catalog.problems();
+                if args.verify {
+                    let (probes, _) = verify::probe(&catalog, None, &BTreeSet::new())
+                        .map_err(CliError::Verify)?;
+                    let not_probed = verify::not_probed(&catalog, None, &probes);
+                    report.verification = Some(Verification { probes, not_probed });
+                }
+            }
+        }
+    }
+    let rejected = report
+        .verification
+        .as_ref()
+        .is_some_and(|v| verify::any_rejected(&v.probes));
+    let code = i32::from(!report.valid || rejected || (args.strict && !report.warnings.is_empty()));
+    let stdout = match args.format {
+        Format::Text => text_of(&report, args.strict),
+        format => render(format, &report),
+    };
+    Ok(Output {
+        stdout,
+        stderr: String::new(),
+        code,
+    })
+}
+
+fn text_of(r: &Report, strict: bool) -> String {
+    if !r.valid {
+        // The shape of `ConfigError`'s own message, which serve and the Event also print.
+        let mut out = format!(
+            "{}: invalid configuration ({} problem{}):",
+            r.config,
+            r.problems.len(),
+            if r.problems.len() == 1 { "" } else { "s" }
+        );
+        for p in &r.problems {
+            out.push_str(&format!("\n  - {p}"));
+        }
+        out.push('\n');
+        return out;
+    }
+    let mut out = format!(
+        "{}: valid ({} credential{})\n",
+        r.config,
+        r.credentials,
+        if r.credentials == 1 { "" } else { "s" }
+    );
+    let label = if strict { "error" } else { "warning" };
+    for w in &r.warnings {
+        out.push_str(&format!("  {label}: {w}\n"));
+    }
+    if let Some(v) = &r.verification {
+        out.push_str(&verify::text(&v.probes, &v.not_probed));
+    }
+    out
+}
