@@ -70,6 +70,21 @@ enum Command {
     },
     /// Checks a config; exits 1 listing every problem when it is invalid.
     Validate(commands::Validate),
+    /// Lists Pods and ServiceAccounts that lack a pull secret the injector would give them
+    /// today, copies that are stale or orphaned, and credentials that cannot be used.
+    Audit(Box<commands::Audit>),
+    /// Prints the version, the git commit it was built from and the build date.
+    Version {
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        output: offline::Format,
+    },
+    /// Prints a completion script for a shell: `source <(pull-secret-injector completions bash)`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +285,9 @@ pub fn run(cli: Cli) -> ExitCode {
             input,
         } => offline::review(&config, &cluster, &own_namespace, &input).map_err(|e| e.to_string()),
         Command::Validate(v) => commands::validate(v).map_err(|e| e.to_string()),
+        Command::Audit(a) => commands::audit(*a).map_err(|e| e.to_string()),
+        Command::Version { output } => Ok(commands::version(output)),
+        Command::Completions { shell } => Ok(commands::completions(shell)),
     };
     match result {
         Ok(out) => {

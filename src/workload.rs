@@ -41,6 +41,8 @@ pub struct Workload {
     pub owner: Option<String>,
     /// Where it was read from (`file.yaml, document 2`).
     pub origin: String,
+    /// A pod whose phase is `Succeeded` or `Failed`: done, it pulls nothing more.
+    pub finished: bool,
 }
 
 /// Why an object cannot be read as a workload.
@@ -185,6 +187,11 @@ pub fn from_value(value: &Value, origin: &str) -> Result<Vec<Workload>, Workload
         owner: owner_of(meta, &labels),
         labels,
         origin: origin.to_string(),
+        finished: kind == "Pod"
+            && matches!(
+                value.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            ),
     }])
 }
 

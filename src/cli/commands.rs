@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::offline::{self, CheckArgs, CliError, DEFAULT_OWN_NAMESPACE, Format, Output};
+use crate::offline::{self, AuditArgs, CheckArgs, CliError, DEFAULT_OWN_NAMESPACE, Format, Output};
 
 /// Where the config and the cluster come from.
 #[derive(Debug, Args)]
@@ -85,6 +85,44 @@ pub(super) struct Validate {
     output: Printing,
 }
 
+/// `audit`'s flags.
+#[derive(Debug, Args)]
+pub(super) struct Audit {
+    #[command(flatten)]
+    source: Source,
+    #[command(flatten)]
+    output: Printing,
+    /// Exit 1 when anything is found (for CI and cron jobs).
+    #[arg(long)]
+    fail_on_findings: bool,
+    /// Print, for each group of pods, the command that would give new pods what they lack
+    /// (never run).
+    #[arg(long)]
+    fix_commands: bool,
+    /// Also log in to every credential's registries, live, and report those rejected (sends
+    /// the credentials to those registries).
+    #[arg(long)]
+    verify: bool,
+}
+
+pub(super) fn audit(a: Audit) -> Result<Output, CliError> {
+    let config = offline::load_config(&a.source.config)?;
+    let state = offline::load_cluster(&a.source.cluster)?;
+    let pods = offline::audit::pods_in(&a.source.cluster)?;
+    offline::audit::audit(
+        config,
+        state,
+        &pods,
+        &AuditArgs {
+            own_namespace: a.source.own_namespace,
+            format: a.output.format(),
+            fail_on_findings: a.fail_on_findings,
+            fix_commands: a.fix_commands,
+            verify: a.verify,
+        },
+    )
+}
+
 pub(super) fn check(c: Check) -> Result<Output, CliError> {
     let config = offline::load_config(&c.source.config)?;
     let state = offline::load_cluster(&c.source.cluster)?;
@@ -111,4 +149,44 @@ pub(super) fn validate(v: Validate) -> Result<Output, CliError> {
         strict: v.strict,
         format: v.output.format(),
     })
+}
+
+/// `version`.
+pub(super) fn version(format: Format) -> Output {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Version {
+        version: &'static str,
+        git_commit: &'static str,
+        build_date: &'static str,
+    }
+    let v = Version {
+        version: env!("CARGO_PKG_VERSION"),
+        git_commit: env!("PSI_GIT_COMMIT"),
+        build_date: env!("PSI_BUILD_DATE"),
+    };
+    let stdout = match format {
+        Format::Text => format!(
+            "pull-secret-injector {} (commit {}, built {})\n",
+            v.version, v.git_commit, v.build_date
+        ),
+        format => offline::render(format, &v),
+    };
+    Output {
+        stdout,
+        stderr: String::new(),
+        code: 0,
+    }
+}
+
+/// `completions`.
+pub(super) fn completions(shell: clap_complete::Shell) -> Output {
+    let mut command = <super::Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "pull-secret-injector", &mut script);
+    Output {
+        stdout: String::from_utf8_lossy(&script).into_owned(),
+        stderr: String::new(),
+        code: 0,
+    }
 }

@@ -5,6 +5,7 @@
 //! Each command returns its standard output and exit code so that tests can call it directly;
 //! `main.rs` only parses flags and prints.
 
+pub mod audit;
 pub mod check;
 pub mod validate;
 pub mod verify;
@@ -17,6 +18,7 @@ use serde::Serialize;
 use crate::admission;
 pub use crate::inputs::{InputError, collect_files, load_cluster, load_config, parse_labels};
 use crate::policy::Catalog;
+pub use audit::AuditArgs;
 pub use check::CheckArgs;
 pub use validate::{ValidateArgs, validate};
 
@@ -32,8 +34,9 @@ pub enum Format {
     Yaml,
 }
 
-/// `value` as JSON or YAML, ending in a newline.
-pub(crate) fn render(format: Format, value: &impl Serialize) -> String {
+/// `value` as JSON or YAML (text is JSON too: callers render text themselves), ending in a
+/// newline.
+pub fn render(format: Format, value: &impl Serialize) -> String {
     let mut text = match format {
         Format::Yaml => serde_yaml::to_string(value).unwrap_or_default(),
         _ => serde_json::to_string_pretty(value).unwrap_or_default(),

@@ -7,12 +7,14 @@
 //! ([`catalog`]); a decision ([`evaluate`]) is then a handful of hash lookups per image. What
 //! the reconciler should do with the copies that exist is planned here too ([`plan`]).
 
+pub mod audit;
 pub mod catalog;
 pub mod evaluate;
 pub mod explain;
 pub mod plan;
 pub mod types;
 
+pub use audit::Audit;
 pub use catalog::Catalog;
 pub use explain::{Consideration, KeyMiss, Outcome, WhyNot};
 pub use plan::{CopyPlan, CopyState, plan_copies};

@@ -137,6 +137,23 @@ impl ClusterState {
         self.namespaces.values()
     }
 
+    /// Every secret the injector manages (its copies, by their label), with their marks:
+    /// namespace, name, and what it holds.
+    pub fn copies(&self) -> impl Iterator<Item = (&str, &str, Occupant<'_>)> {
+        self.secrets.iter().flat_map(move |(ns, by_name)| {
+            by_name
+                .iter()
+                .filter(|(_, s)| crate::marks::is_managed(&s.metadata))
+                .map(move |(name, s)| {
+                    let hash = self
+                        .copy_hashes
+                        .get(&(ns.clone(), name.clone()))
+                        .map(String::as_str);
+                    (ns.as_str(), name.as_str(), Occupant::of(s, hash))
+                })
+        })
+    }
+
     /// Every ServiceAccount of a namespace.
     pub fn service_accounts_in(&self, namespace: &str) -> impl Iterator<Item = &ServiceAccount> {
         self.service_accounts
