@@ -28,6 +28,7 @@ pub mod workload;
 // The edges.
 pub mod cluster;
 pub mod inputs;
+pub mod inspect;
 pub mod offline;
 pub mod serve;
 pub mod tls;

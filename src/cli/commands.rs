@@ -4,21 +4,119 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::config::Config;
+use crate::inspect;
 use crate::offline::{self, AuditArgs, CheckArgs, CliError, DEFAULT_OWN_NAMESPACE, Format, Output};
+use crate::view::ClusterState;
+use crate::workload::Workload;
 
-/// Where the config and the cluster come from.
+/// Where the config and the cluster come from: files, or a live cluster.
 #[derive(Debug, Args)]
 pub(super) struct Source {
-    /// The config: raw config YAML or a ConfigMap manifest holding config.yaml.
-    #[arg(long)]
-    config: PathBuf,
-    /// Manifests (files or directories) standing for the cluster's Namespaces, Secrets and
-    /// ServiceAccounts.
-    #[arg(long)]
+    /// The config: raw config YAML or a ConfigMap manifest holding config.yaml. With a live
+    /// cluster, it replaces the installed ConfigMap (to try a config before applying it).
+    #[arg(long, required_unless_present_any = ["live", "kubeconfig", "context"])]
+    config: Option<PathBuf>,
+    /// Manifests (files or directories) standing for the cluster's Namespaces, Secrets,
+    /// ServiceAccounts (and, for audit, Pods).
+    #[arg(long, conflicts_with_all = ["live", "kubeconfig", "context"])]
     cluster: Vec<PathBuf>,
     /// The injector's own namespace, which is never injected into.
     #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_OWN_NAMESPACE)]
     own_namespace: String,
+    #[command(flatten)]
+    live: Live,
+}
+
+/// Reading a live cluster, read-only, with the user's own credentials.
+#[derive(Debug, Args)]
+pub(super) struct Live {
+    /// Read the live cluster instead of files, as kubectl would reach it (KUBECONFIG,
+    /// ~/.kube/config, or the in-cluster service account). Read-only.
+    #[arg(long)]
+    live: bool,
+    /// Read the live cluster this kubeconfig reaches (implies --live).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (implies --live).
+    #[arg(long)]
+    context: Option<String>,
+    /// Live: the config ConfigMap as NAMESPACE/NAME [default:
+    /// OWN_NAMESPACE/pull-secret-injector].
+    #[arg(long)]
+    config_map: Option<String>,
+}
+
+impl Live {
+    fn wanted(&self) -> bool {
+        self.live || self.kubeconfig.is_some() || self.context.is_some()
+    }
+
+    fn session(&self) -> Result<inspect::Session, CliError> {
+        Ok(inspect::Session::connect(&inspect::Target {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+        })?)
+    }
+
+    /// The config's name and text: the file when one is given, else the ConfigMap.
+    fn config_text(
+        &self,
+        session: &inspect::Session,
+        file: Option<&PathBuf>,
+        own_namespace: &str,
+    ) -> Result<(String, String), CliError> {
+        if let Some(path) = file {
+            return Ok((path.display().to_string(), crate::inputs::read(path)?));
+        }
+        let reference = self
+            .config_map
+            .clone()
+            .unwrap_or_else(|| format!("{own_namespace}/{}", inspect::DEFAULT_CONFIG_MAP_NAME));
+        Ok(session.config_text(&reference)?)
+    }
+}
+
+/// The config, the cluster and (for audit) its pods, wherever they come from.
+struct Loaded {
+    config: Config,
+    state: ClusterState,
+    pods: Vec<Workload>,
+}
+
+impl Source {
+    fn load(&self, with_pods: bool) -> Result<Loaded, CliError> {
+        if !self.live.wanted() {
+            let config = self.config.as_ref().ok_or_else(|| {
+                CliError::Usage("--config is required without a live cluster".to_string())
+            })?;
+            return Ok(Loaded {
+                config: offline::load_config(config)?,
+                state: offline::load_cluster(&self.cluster)?,
+                pods: if with_pods {
+                    offline::audit::pods_in(&self.cluster)?
+                } else {
+                    Vec::new()
+                },
+            });
+        }
+        let session = self.live.session()?;
+        let (origin, text) =
+            self.live
+                .config_text(&session, self.config.as_ref(), &self.own_namespace)?;
+        let config = Config::from_yaml(&text).map_err(|source| {
+            CliError::Input(crate::inputs::InputError::Config {
+                path: origin,
+                source,
+            })
+        })?;
+        let read = session.read(&config, with_pods)?;
+        Ok(Loaded {
+            config,
+            state: read.state,
+            pods: read.pods,
+        })
+    }
 }
 
 /// How to print: `-o`, or `--json` for `-o json`.
@@ -68,17 +166,24 @@ pub(super) struct Check {
 /// `validate`'s flags.
 #[derive(Debug, Args)]
 pub(super) struct Validate {
-    /// The config: raw config YAML or a ConfigMap manifest holding config.yaml.
-    #[arg(long)]
-    config: PathBuf,
+    /// The config: raw config YAML or a ConfigMap manifest holding config.yaml (with a live
+    /// cluster: instead of the installed ConfigMap).
+    #[arg(long, required_unless_present_any = ["live", "kubeconfig", "context"])]
+    config: Option<PathBuf>,
     /// Optional manifests, to also report missing or unusable source secrets.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["live", "kubeconfig", "context"])]
     cluster: Vec<PathBuf>,
+    /// The injector's own namespace (where the ConfigMap is looked for).
+    #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_OWN_NAMESPACE)]
+    own_namespace: String,
+    #[command(flatten)]
+    live: Live,
     /// Also log in to every credential's registries, live; exit 1 when one is rejected
-    /// (needs --cluster; sends the credentials to those registries).
+    /// (needs the sources: --cluster or a live cluster; sends the credentials to those
+    /// registries).
     #[arg(long)]
     verify: bool,
-    /// Exit 1 on warnings too (a source missing from --cluster, a key kubelet drops).
+    /// Exit 1 on warnings too (a source missing from the cluster, a key kubelet drops).
     #[arg(long)]
     strict: bool,
     #[command(flatten)]
@@ -106,13 +211,11 @@ pub(super) struct Audit {
 }
 
 pub(super) fn audit(a: Audit) -> Result<Output, CliError> {
-    let config = offline::load_config(&a.source.config)?;
-    let state = offline::load_cluster(&a.source.cluster)?;
-    let pods = offline::audit::pods_in(&a.source.cluster)?;
+    let loaded = a.source.load(true)?;
     offline::audit::audit(
-        config,
-        state,
-        &pods,
+        loaded.config,
+        loaded.state,
+        &loaded.pods,
         &AuditArgs {
             own_namespace: a.source.own_namespace,
             format: a.output.format(),
@@ -124,11 +227,10 @@ pub(super) fn audit(a: Audit) -> Result<Output, CliError> {
 }
 
 pub(super) fn check(c: Check) -> Result<Output, CliError> {
-    let config = offline::load_config(&c.source.config)?;
-    let state = offline::load_cluster(&c.source.cluster)?;
+    let loaded = c.source.load(false)?;
     offline::check::check(
-        config,
-        state,
+        loaded.config,
+        loaded.state,
         &CheckArgs {
             namespace: c.namespace,
             namespace_labels: c.namespace_label,
@@ -142,13 +244,39 @@ pub(super) fn check(c: Check) -> Result<Output, CliError> {
 }
 
 pub(super) fn validate(v: Validate) -> Result<Output, CliError> {
-    offline::validate(&offline::ValidateArgs {
-        config: v.config,
-        cluster: v.cluster,
+    let args = offline::ValidateArgs {
         verify: v.verify,
         strict: v.strict,
         format: v.output.format(),
-    })
+    };
+    if v.live.wanted() {
+        let session = v.live.session()?;
+        let (origin, text) = v
+            .live
+            .config_text(&session, v.config.as_ref(), &v.own_namespace)?;
+        return offline::validate(
+            &origin,
+            &text,
+            |config| Ok(Some(session.read(config, false)?.state)),
+            &args,
+        );
+    }
+    let path = v.config.as_ref().ok_or_else(|| {
+        CliError::Usage("--config is required without a live cluster".to_string())
+    })?;
+    let text = crate::inputs::read(path)?;
+    offline::validate(
+        &path.display().to_string(),
+        &text,
+        |_| {
+            Ok(if v.cluster.is_empty() {
+                None
+            } else {
+                Some(offline::load_cluster(&v.cluster)?)
+            })
+        },
+        &args,
+    )
 }
 
 /// `version`.

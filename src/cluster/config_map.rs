@@ -9,11 +9,11 @@ use k8s_openapi::api::core::v1::ConfigMap;
 
 use super::{Shared, watches};
 use crate::admission::slot::{Snapshot, View};
-use crate::config::{CONFIG_KEY, Config, Source};
+use crate::config::{CONFIG_KEY, Config};
 use crate::lock::lock;
 use crate::policy::Catalog;
 use crate::reload::Fingerprint;
-use crate::view::live::{self, Feed, IndexRules};
+use crate::view::live::{self, Feed, IndexRules, source_feeds};
 
 impl Shared {
     /// Reads the config from the ConfigMap (`None`: it was deleted or never existed).
@@ -226,30 +226,6 @@ impl Shared {
         }
         self.triggers.sync();
     }
-}
-
-/// The watch each source of the config needs.
-fn source_feeds(config: &Config) -> BTreeSet<Feed> {
-    config
-        .credentials
-        .iter()
-        .map(|c| match &c.source {
-            Source::Secret { namespace, name } => Feed::SourceNamed {
-                namespace: namespace.clone(),
-                name: name.clone(),
-            },
-            Source::SecretSelector {
-                namespace,
-                selector,
-            } => Feed::SourceSelected {
-                namespace: namespace.clone(),
-                labels: selector.to_query(),
-            },
-            Source::LocalSecretSelector { selector } => Feed::Locals {
-                labels: selector.to_query(),
-            },
-        })
-        .collect()
 }
 
 fn feed_name(feed: &Feed) -> String {

@@ -67,6 +67,9 @@ pub enum CliError {
     /// `--verify` cannot run.
     #[error("{0}")]
     Verify(String),
+    /// The live cluster cannot be read.
+    #[error(transparent)]
+    Live(#[from] crate::inspect::InspectError),
     /// The command line asks for something that cannot be done, and says what instead.
     #[error("{0}")]
     Usage(String),

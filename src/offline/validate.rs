@@ -2,22 +2,18 @@
 //! `--verify`) do their registries accept them.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use serde::Serialize;
 
 use super::verify::{self, Verified};
-use super::{CliError, Format, Output, load_cluster, render};
+use super::{CliError, Format, Output, render};
 use crate::config::Config;
 use crate::policy::Catalog;
+use crate::view::ClusterState;
 
-/// Inputs of `validate`.
-#[derive(Debug, Clone)]
+/// How `validate` runs, besides its input.
+#[derive(Debug, Clone, Default)]
 pub struct ValidateArgs {
-    /// The config file.
-    pub config: PathBuf,
-    /// Cluster manifests, to check the sources against.
-    pub cluster: Vec<PathBuf>,
     /// Probe every credential at its registries.
     pub verify: bool,
     /// Warnings fail too.
@@ -45,41 +41,47 @@ struct Verification {
     not_probed: Vec<String>,
 }
 
-/// `validate`: exit 0 when the config is valid, 1 with every problem listed otherwise. With
-/// cluster manifests, also reports sources that are missing or unusable (exit 1 with
-/// `strict`); with `verify`, probes every credential at its registries and exits 1 when one
-/// is rejected.
-pub fn validate(args: &ValidateArgs) -> Result<Output, CliError> {
-    if args.verify && args.cluster.is_empty() {
-        return Err(CliError::Verify(
-            "validate --verify needs --cluster manifests that hold the source secrets: the credentials to probe are in them".to_string(),
-        ));
-    }
-    let origin = args.config.display().to_string();
-    let text = crate::inputs::read(&args.config)?;
+/// `validate`: exit 0 when the config is valid, 1 with every problem listed otherwise.
+/// `origin` names the config in messages. When the config is valid, `cluster` gives the
+/// cluster (manifests or a live read), if any: then sources that are missing or unusable are
+/// reported too (exit 1 with `strict`), and with `verify` every credential is probed at its
+/// registries (exit 1 when one is rejected).
+pub fn validate(
+    origin: &str,
+    text: &str,
+    cluster: impl FnOnce(&Config) -> Result<Option<ClusterState>, CliError>,
+    args: &ValidateArgs,
+) -> Result<Output, CliError> {
     let mut report = Report {
-        config: origin.clone(),
+        config: origin.to_string(),
         valid: false,
         credentials: 0,
         problems: Vec::new(),
         warnings: Vec::new(),
         verification: None,
     };
-    match Config::from_yaml(&text) {
+    match Config::from_yaml(text) {
         Err(e) => report.problems = e.problems.iter().map(ToString::to_string).collect(),
         Ok(config) => {
             report.valid = true;
             report.credentials = config.credentials.len();
-            if !args.cluster.is_empty() {
-                let state = load_cluster(&args.cluster)?;
-                let catalog = Catalog::build(config, &state, None);
-                report.warnings = catalog.problems();
-                if args.verify {
-                    let (probes, _) = verify::probe(&catalog, None, &BTreeSet::new())
-                        .map_err(CliError::Verify)?;
-                    let not_probed = verify::not_probed(&catalog, None, &probes);
-                    report.verification = Some(Verification { probes, not_probed });
+            match cluster(&config)? {
+                Some(state) => {
+                    let catalog = Catalog::build(config, &state, None);
+                    report.warnings = catalog.problems();
+                    if args.verify {
+                        let (probes, _) = verify::probe(&catalog, None, &BTreeSet::new())
+                            .map_err(CliError::Verify)?;
+                        let not_probed = verify::not_probed(&catalog, None, &probes);
+                        report.verification = Some(Verification { probes, not_probed });
+                    }
                 }
+                None if args.verify => {
+                    return Err(CliError::Verify(
+                        "validate --verify needs the source secrets, which hold the credentials to probe: give --cluster manifests, or read the live cluster (--live, --kubeconfig, --context)".to_string(),
+                    ));
+                }
+                None => {}
             }
         }
     }

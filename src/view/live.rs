@@ -10,12 +10,12 @@
 //! accounts for is stored ([`IndexRules`]), so that what a tenant creates cannot grow the
 //! index, and the metrics drawn from it, beyond what the config names.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 
-use crate::config::Config;
+use crate::config::{Config, Source};
 use crate::marks::{CopyMarks, CopyRules, INJECTED_ANNOTATION};
 use crate::registry::dockerconfig::{DOCKER_CONFIG_JSON_KEY, content_hash_of};
 use crate::registry::glob::Glob;
@@ -75,6 +75,30 @@ impl IndexRules {
     fn wants_service_account(&self, name: &str) -> bool {
         self.service_accounts.iter().any(|g| g.matches(name))
     }
+}
+
+/// The watch each source of the config needs.
+pub fn source_feeds(config: &Config) -> BTreeSet<Feed> {
+    config
+        .credentials
+        .iter()
+        .map(|c| match &c.source {
+            Source::Secret { namespace, name } => Feed::SourceNamed {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            },
+            Source::SecretSelector {
+                namespace,
+                selector,
+            } => Feed::SourceSelected {
+                namespace: namespace.clone(),
+                labels: selector.to_query(),
+            },
+            Source::LocalSecretSelector { selector } => Feed::Locals {
+                labels: selector.to_query(),
+            },
+        })
+        .collect()
 }
 
 /// The ServiceAccount watches a config needs: one per literal name of `serviceAccounts`, or a

@@ -14,6 +14,7 @@ use tempfile::TempDir;
 mod check;
 mod cluster_manifests;
 mod inputs;
+mod live;
 mod review;
 mod validate;
 
