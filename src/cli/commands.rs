@@ -222,6 +222,7 @@ pub(super) fn audit(a: Audit) -> Result<Output, CliError> {
             fail_on_findings: a.fail_on_findings,
             fix_commands: a.fix_commands,
             verify: a.verify,
+            palette: offline::style::Palette::for_stdout(),
         },
     )
 }
@@ -239,6 +240,7 @@ pub(super) fn check(c: Check) -> Result<Output, CliError> {
             images: c.images,
             files: c.files,
             verify: c.verify,
+            palette: offline::style::Palette::for_stdout(),
         },
     )
 }

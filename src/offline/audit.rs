@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use super::style::Palette;
 use super::verify;
 use super::{CliError, Format, Output, render};
 use crate::config::Config;
@@ -25,6 +26,8 @@ pub struct AuditArgs {
     pub fix_commands: bool,
     /// Probe every credential, live, and report those rejected.
     pub verify: bool,
+    /// Colour for the text answer.
+    pub palette: Palette,
 }
 
 /// The pods among manifests (files and directories, as `--cluster` takes them).
@@ -58,7 +61,7 @@ pub fn audit(
     }
     let found = catalog.audit(&state, pods);
     let stdout = match args.format {
-        Format::Text => text(&found, pods.len(), args.fix_commands),
+        Format::Text => text(&found, pods.len(), args.fix_commands, args.palette),
         format => render(format, &found),
     };
     Ok(Output {
@@ -72,7 +75,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-fn text(a: &Audit, pods_read: usize, fix: bool) -> String {
+fn text(a: &Audit, pods_read: usize, fix: bool, p: Palette) -> String {
     let mut out = String::new();
     if !a.pods.is_empty() {
         let pods: usize = a.pods.iter().map(|g| g.pods.len()).sum();
@@ -88,12 +91,12 @@ fn text(a: &Audit, pods_read: usize, fix: bool) -> String {
                 g.owner,
                 plural(g.pods.len(), "pod", "pods"),
                 if g.pods.len() == 1 { "lacks" } else { "lack" },
-                g.lacks.join(", "),
+                p.bad(&g.lacks.join(", ")),
                 if g.credentials.len() == 1 { "" } else { "s" },
                 g.credentials.join(", ")
             ));
             if fix {
-                out.push_str(&format!("    fix: {}\n", g.fix));
+                out.push_str(&format!("    fix: {}\n", p.command(&g.fix)));
             }
         }
     }
@@ -104,7 +107,7 @@ fn text(a: &Audit, pods_read: usize, fix: bool) -> String {
                 "  {}/{} lacks {}\n",
                 s.namespace,
                 s.name,
-                s.lacks.join(", ")
+                p.bad(&s.lacks.join(", "))
             ));
         }
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::style::Palette;
 use super::verify::{self, Verified};
 use super::{CliError, Format, Output, render};
 use crate::config::{Config, check_dns_label};
@@ -37,6 +38,8 @@ pub struct CheckArgs {
     pub files: Vec<PathBuf>,
     /// Probe the credentials reported, live.
     pub verify: bool,
+    /// Colour for the text answer.
+    pub palette: Palette,
 }
 
 /// One object checked: what it gets, and why.
@@ -151,7 +154,7 @@ pub fn check(
     let stdout = match args.format {
         Format::Text => reports
             .iter()
-            .map(|r| text(r, args.files.is_empty()))
+            .map(|r| text(r, args.files.is_empty(), args.palette))
             .collect::<Vec<_>>()
             .join("\n"),
         format if args.files.is_empty() => render(format, &reports[0]),
@@ -427,11 +430,11 @@ fn message(c: &Consideration, namespace: &str) -> String {
     }
 }
 
-fn text(r: &Report, single: bool) -> String {
+fn text(r: &Report, single: bool, p: Palette) -> String {
     let mut out = String::new();
     let indent = if single { "" } else { "  " };
     if let Some(object) = &r.object {
-        out.push_str(&format!("{object}\n"));
+        out.push_str(&format!("{}\n", p.heading(object)));
     }
     if let Some(why) = &r.skipped {
         out.push_str(&format!(
@@ -447,7 +450,7 @@ fn text(r: &Report, single: bool) -> String {
         out.push_str(&format!(
             "{indent}namespace {}: imagePullSecrets += {}\n",
             r.namespace,
-            r.image_pull_secrets.join(", ")
+            p.good(&r.image_pull_secrets.join(", "))
         ));
     }
     if !r.existing.is_empty() {
@@ -467,10 +470,14 @@ fn text(r: &Report, single: bool) -> String {
         if image.matches.is_empty() && image.registry.is_some() && r.skipped.is_none() {
             if image.not_injected.is_empty() {
                 out.push_str(&format!(
-                    "{indent}    nothing injected for it: no credential is configured\n"
+                    "{indent}    {}: no credential is configured\n",
+                    p.bad("nothing injected for it")
                 ));
             } else {
-                out.push_str(&format!("{indent}    nothing injected for it:\n"));
+                out.push_str(&format!(
+                    "{indent}    {}:\n",
+                    p.bad("nothing injected for it")
+                ));
             }
             for c in &image.not_injected {
                 let why = c
@@ -496,14 +503,18 @@ fn text(r: &Report, single: bool) -> String {
     if !r.credentials.is_empty() {
         out.push_str(&format!("{indent}  credentials:\n"));
         for c in &r.credentials {
+            let message = match c.consideration.outcome {
+                Outcome::NotInjected { .. } => p.bad(&c.message),
+                _ => p.good(&c.message),
+            };
             out.push_str(&format!(
-                "{indent}    {}: {}\n",
-                c.consideration.credential, c.message
+                "{indent}    {}: {message}\n",
+                c.consideration.credential
             ));
         }
     }
     for (message, detail) in &r.warning_lines {
-        out.push_str(&format!("{indent}  warning: {message}\n"));
+        out.push_str(&format!("{indent}  {} {message}\n", p.warn("warning:")));
         if let Some(detail) = detail {
             out.push_str(&format!("{indent}    why: {detail}\n"));
         }

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod check;
+pub mod style;
 pub mod validate;
 pub mod verify;
 

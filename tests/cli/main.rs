@@ -13,6 +13,7 @@ use tempfile::TempDir;
 
 mod check;
 mod cluster_manifests;
+mod explain;
 mod inputs;
 mod live;
 mod review;

@@ -163,5 +163,8 @@ fn validate_verify_without_manifests_says_what_it_needs() {
         &["validate", "--config", "config.yaml", "--verify"],
     );
     assert_eq!(code, 2);
-    assert!(err.contains("give --cluster manifests, or read the live cluster"), "{err}");
+    assert!(
+        err.contains("give --cluster manifests, or read the live cluster"),
+        "{err}"
+    );
 }
