@@ -15,6 +15,7 @@ mod check;
 mod cluster_manifests;
 mod inputs;
 mod review;
+mod serve;
 mod validate;
 
 /// What a finished command left behind.
