@@ -279,3 +279,106 @@ fn review_of_empty_input_says_so() {
         assert_eq!(error_message(&r), "error: standard input: empty input\n");
     }
 }
+
+/// Runs `validate` on a config text and returns its standard output (exit 1: invalid).
+fn validate_text(dir: &TempDir, text: &str) -> (PathBuf, String) {
+    let config = write(dir, "config.yaml", text);
+    let r = run(bin().arg("validate").arg("--config").arg(&config));
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    (config, r.stdout)
+}
+
+#[test]
+fn shape_errors_of_several_credentials_are_all_listed_with_their_lines() {
+    let dir = TempDir::new().unwrap();
+    let (config, out) = validate_text(
+        &dir,
+        "credentials:\n  - name: a\n    secrets: default/x\n    namespaces: {include: [\"*\"]}\n\
+         \x20 - name: b\n    secret: default/y\n    namespaces: {include: \"*\"}\n\
+         \x20 - name: c\n    secret: default/z\n    namespaces: {include: [\"*\"]}\n\
+         \x20 - name: Bad_Name\n    secret: default/w\n    namespaces: {include: [\"*\"]}\n",
+    );
+    assert_eq!(
+        out,
+        format!(
+            "{}: invalid configuration (3 problems):\n\
+             \x20 - credentials[0] (a): unknown field `secrets`, expected one of `name`, `secret`, `secretSelector`, `localSecretSelector`, `registries`, `namespaces`, `copyName`, `verify` at line 3 column 5\n\
+             \x20 - credentials[1] (b): namespaces.include: invalid type: string \"*\", expected a sequence at line 7 column 27\n\
+             \x20 - credentials[3] (Bad_Name): name: \"Bad_Name\" is not a DNS label: must consist of lower case letters, digits and '-'\n",
+            shown(&config)
+        )
+    );
+}
+
+#[test]
+fn errors_in_a_configmaps_config_yaml_give_lines_of_the_file() {
+    let dir = TempDir::new().unwrap();
+    // config.yaml's line 3 is the file's line 9, and its column 5 the file's column 9.
+    let (config, out) = validate_text(
+        &dir,
+        "# The injector's config.\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: psi\ndata:\n  config.yaml: |\n    credentials:\n      - name: a\n        secrets: default/x\n",
+    );
+    assert!(
+        out.contains("credentials[0] (a): unknown field `secrets`")
+            && out.ends_with("at line 10 column 9\n"),
+        "{out}"
+    );
+    // A syntax error inside the block, in check's error too.
+    let config_text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: psi}\ndata:\n  config.yaml: |-\n    credentials: [\n";
+    std::fs::write(&config, config_text).unwrap();
+    let r = run(bin()
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .args(["-n", "shop", "nginx"]));
+    let message = error_message(&r);
+    assert!(
+        message.starts_with(&format!(
+            "error: {}: invalid configuration (1 problem):\n  - (document): ",
+            shown(&config)
+        )),
+        "{message}"
+    );
+    assert!(message.contains("at line 7 column 5"), "{message}");
+}
+
+#[test]
+fn a_multi_document_config_file_is_read_when_one_configmap_holds_the_config() {
+    let dir = TempDir::new().unwrap();
+    let hub = std::fs::read_to_string(hub_config()).unwrap();
+    // kustomize's output: the Namespace, the config's ConfigMap and another.
+    let stream = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: pull-secret-injector}}\n---\n{hub}---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: other}}\ndata: {{a: b}}\n---\n"
+    );
+    let config = write(&dir, "install.yaml", &stream);
+    let r = run(bin().arg("validate").arg("--config").arg(&config));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!("{}: valid (1 credential)\n", shown(&config))
+    );
+
+    // Two ConfigMaps holding config.yaml, or none: which one is meant is not known.
+    let two = write(&dir, "two.yaml", &format!("{hub}---\n{hub}"));
+    let none = write(
+        &dir,
+        "none.yaml",
+        "credentials: []\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n",
+    );
+    for (path, n) in [(&two, 2), (&none, 2)] {
+        let want = format!(
+            "{}: holds {n} YAML documents; give the config alone or the one ConfigMap that holds config.yaml",
+            shown(path)
+        );
+        let r = run(bin().arg("validate").arg("--config").arg(path));
+        assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+        assert_eq!(r.stdout, format!("{want}\n"));
+        let r = run(bin()
+            .arg("check")
+            .arg("--config")
+            .arg(path)
+            .args(["-n", "shop", "nginx"]));
+        assert_eq!(error_message(&r), format!("error: {want}\n"));
+    }
+}
