@@ -230,10 +230,8 @@ fn serve(s: Serve) -> Result<offline::Output, String> {
             admission_api_burst: s.admission_api_burst,
         },
     };
-    serve::serve(&args).map_err(|e| {
-        tracing::error!("{e}");
-        e.to_string()
-    })?;
+    // `run` prints the error, once, on standard error; logging it too would say it twice.
+    serve::serve(&args).map_err(|e| e.to_string())?;
     Ok(offline::Output {
         stdout: String::new(),
         stderr: String::new(),

@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use serde::Deserialize;
+
 use crate::registry::glob::Glob;
 use crate::registry::keyring::RegistryKey;
 
@@ -268,7 +270,7 @@ fn join(values: &BTreeSet<String>) -> String {
 pub struct Problem {
     /// The credential at fault (`credentials[2] (icr)`), or `None` for top-level fields.
     pub credential: Option<String>,
-    /// The field at fault, e.g. `registries[1]`.
+    /// The field at fault, e.g. `registries[1]`; empty when it is the credential as a whole.
     pub field: String,
     /// What is wrong.
     pub message: String,
@@ -277,6 +279,8 @@ pub struct Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.credential {
+            // A problem of the credential as a whole (a field serde does not know).
+            Some(c) if self.field.is_empty() => write!(f, "{c}: {}", self.message),
             Some(c) => write!(f, "{c}: {}: {}", self.field, self.message),
             None => write!(f, "{}: {}", self.field, self.message),
         }
@@ -290,8 +294,14 @@ pub struct ConfigError {
     pub problems: Vec<Problem>,
 }
 
+/// The field of a problem with the file rather than with the config in it.
+const WHOLE_FILE: &str = "(file)";
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(message) = self.whole_file() {
+            return f.write_str(message);
+        }
         write!(f, "invalid configuration ({} problem", self.problems.len())?;
         if self.problems.len() != 1 {
             f.write_str("s")?;
@@ -305,6 +315,15 @@ impl fmt::Display for ConfigError {
 }
 
 impl ConfigError {
+    /// The one problem, when it is with the file as a whole (which of its YAML documents to
+    /// read), not with a config: there is no config to call invalid.
+    pub fn whole_file(&self) -> Option<&str> {
+        match self.problems.as_slice() {
+            [p] if p.credential.is_none() && p.field == WHOLE_FILE => Some(&p.message),
+            _ => None,
+        }
+    }
+
     fn single(field: &str, message: impl Into<String>) -> Self {
         ConfigError {
             problems: vec![Problem {
@@ -328,10 +347,40 @@ impl Config {
         }
     }
 
-    /// Reads a config from YAML: the raw config, or a ConfigMap manifest holding `config.yaml`.
+    /// Reads a config from YAML: the raw config, or a ConfigMap manifest holding `config.yaml`
+    /// (alone, or the one such ConfigMap of a multi-document stream such as kustomize's
+    /// output). Errors in the ConfigMap's `config.yaml` give lines of the file.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
-        let doc: serde_yaml::Value = serde_yaml::from_str(text)
-            .map_err(|e| ConfigError::single("(document)", format!("not valid YAML: {e}")))?;
+        let mut documents = Vec::new();
+        let mut total = 0;
+        for document in serde_yaml::Deserializer::from_str(text) {
+            total += 1;
+            let value = serde_yaml::Value::deserialize(document)
+                .map_err(|e| ConfigError::single("(document)", format!("not valid YAML: {e}")))?;
+            if !value.is_null() {
+                documents.push(value);
+            }
+        }
+        let holds_config = |d: &serde_yaml::Value| {
+            d.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap")
+                && d.get("data").and_then(|d| d.get(CONFIG_KEY)).is_some()
+        };
+        let doc = match documents.len() {
+            0 => return Self::from_raw_yaml(""),
+            1 => documents.remove(0),
+            n => {
+                let mut holding: Vec<_> = documents.into_iter().filter(holds_config).collect();
+                if holding.len() != 1 {
+                    return Err(ConfigError::single(
+                        WHOLE_FILE,
+                        format!(
+                            "holds {n} YAML documents; give the config alone or the one ConfigMap that holds {CONFIG_KEY}"
+                        ),
+                    ));
+                }
+                holding.remove(0)
+            }
+        };
         if doc.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap") {
             let name = doc
                 .get("metadata")
@@ -348,7 +397,19 @@ impl Config {
                         format!("ConfigMap {name} has no string key {CONFIG_KEY:?}"),
                     )
                 })?;
-            return Self::from_raw_yaml(inner);
+            return Self::from_raw_yaml(inner).map_err(|mut e| {
+                if let Some((lines, columns)) = embedded_block(text, inner) {
+                    for p in &mut e.problems {
+                        p.message = shift_marks(&p.message, lines, columns);
+                    }
+                }
+                e
+            });
+        }
+        if total > 1 {
+            // Empty documents around the config (a `---` at either end): serde reads one only.
+            let alone = serde_yaml::to_string(&doc).unwrap_or_default();
+            return Self::from_raw_yaml(&alone);
         }
         Self::from_raw_yaml(text)
     }
@@ -373,6 +434,68 @@ impl Config {
     pub fn credential(&self, name: &str) -> Option<&Credential> {
         self.credentials.iter().find(|c| c.name == name)
     }
+}
+
+/// Where a ConfigMap's `config.yaml` literal block (`config.yaml: |`) holding `inner` starts in
+/// `text`: the lines before its first line, and its indentation. A literal block keeps every
+/// line break, so line N of `inner` is line N plus that of the file. `None` for other scalar
+/// styles, whose lines do not map one to one.
+fn embedded_block(text: &str, inner: &str) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let first_inner = inner.lines().find(|l| !l.trim().is_empty())?;
+    lines.iter().enumerate().find_map(|(i, line)| {
+        let rest = line.trim_start();
+        let rest = ["config.yaml", "\"config.yaml\"", "'config.yaml'"]
+            .iter()
+            .find_map(|k| rest.strip_prefix(k))?;
+        let header = rest.trim_start().strip_prefix(':')?.trim_start();
+        let indicator = header.split('#').next().unwrap_or("").trim_end();
+        if !indicator.starts_with('|')
+            || !indicator[1..]
+                .chars()
+                .all(|c| matches!(c, '-' | '+' | '1'..='9'))
+        {
+            return None;
+        }
+        let body = lines[i + 1..].iter().find(|l| !l.trim().is_empty())?;
+        let indent = body.len() - body.trim_start_matches(' ').len();
+        (body[indent..] == *first_inner).then_some((i + 1, indent))
+    })
+}
+
+/// `message` with every `line L column C` serde_yaml wrote moved by `lines` and `columns`.
+fn shift_marks(message: &str, lines: usize, columns: usize) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(at) = rest.find("line ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 5..];
+        let line_digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        let tail = &after[line_digits..];
+        let column_digits = tail
+            .strip_prefix(" column ")
+            .map(|t| t.bytes().take_while(u8::is_ascii_digit).count())
+            .unwrap_or(0);
+        match (
+            after[..line_digits].parse::<usize>(),
+            tail.get(8..8 + column_digits).map(str::parse::<usize>),
+        ) {
+            (Ok(line), Some(Ok(column))) if column_digits > 0 => {
+                out.push_str(&format!(
+                    "line {} column {}",
+                    line + lines,
+                    column + columns
+                ));
+                rest = &tail[8 + column_digits..];
+            }
+            _ => {
+                out.push_str("line ");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]

@@ -322,7 +322,7 @@ credentials:
     )
     .join("\n");
     assert!(
-        unknown.contains("credentials[0].verify: unknown field `retries`"),
+        unknown.contains("credentials[0] (a): verify: unknown field `retries`"),
         "{unknown}"
     );
 }

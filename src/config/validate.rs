@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
+use serde::de::DeserializeSeed;
 
 use super::names::{check_dns_label, check_dns_subdomain, check_label_key, check_label_value};
 use super::verify::RawVerify;
@@ -16,9 +17,196 @@ use crate::registry::keyring::{KeyError, RegistryKey};
 
 /// Parses and validates the raw config document.
 pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
-    let raw: RawConfig =
-        serde_yaml::from_str(text).map_err(|e| ConfigError::single("(document)", e.to_string()))?;
-    validate(raw)
+    match serde_yaml::from_str::<RawConfig>(text) {
+        Ok(raw) => {
+            let indices = (0..raw.credentials.len()).collect();
+            validate(raw, indices, BTreeMap::new(), Vec::new())
+        }
+        Err(first) => Err(every_shape_problem(text, first)),
+    }
+}
+
+/// serde stops at the first field that does not fit; an admin fixing a ConfigMap wants every
+/// one. So the top level and each credential are read on their own, each problem keeping its
+/// line (from a read of the whole text that deserializes only that part), and the credentials
+/// that do fit are validated as usual.
+fn every_shape_problem(text: &str, first: serde_yaml::Error) -> ConfigError {
+    let whole = |e: &dyn std::fmt::Display| ConfigError::single("(document)", e.to_string());
+    let value: serde_yaml::Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return whole(&e),
+    };
+    let mut top_problems = Vec::new();
+    let top = match serde_yaml::from_str::<RawTop>(text) {
+        Ok(top) => Some(top),
+        Err(e) => {
+            top_problems.push(Problem {
+                credential: None,
+                field: "(document)".to_string(),
+                message: e.to_string(),
+            });
+            None
+        }
+    };
+    let mut shape = BTreeMap::new();
+    let mut good = Vec::new();
+    let mut indices = Vec::new();
+    match value.get("credentials") {
+        Some(serde_yaml::Value::Sequence(items)) => {
+            for (index, item) in items.iter().enumerate() {
+                match serde_yaml::from_value::<RawCredential>(item.clone()) {
+                    Ok(rc) => {
+                        good.push(rc);
+                        indices.push(index);
+                    }
+                    Err(unlocated) => {
+                        let label = match item.get("name").and_then(|n| n.as_str()) {
+                            Some(name) => format!("credentials[{index}] ({name})"),
+                            None => format!("credentials[{index}]"),
+                        };
+                        let located = OnlyCredential(Some(index))
+                            .deserialize(serde_yaml::Deserializer::from_str(text))
+                            .err()
+                            .map_or_else(|| unlocated.to_string(), |e| e.to_string());
+                        shape.insert(index, credential_problem(label, index, &located));
+                    }
+                }
+            }
+        }
+        None | Some(serde_yaml::Value::Null) if top.is_some() => {}
+        _ => {
+            if let Err(e) =
+                OnlyCredential(None).deserialize(serde_yaml::Deserializer::from_str(text))
+            {
+                top_problems.push(Problem {
+                    credential: None,
+                    field: "(document)".to_string(),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    if top_problems.is_empty() && shape.is_empty() {
+        return whole(&first);
+    }
+    let raw = match top {
+        Some(top) => RawConfig {
+            credentials: good,
+            service_accounts: top.service_accounts,
+            pods: top.pods,
+            prune: top.prune,
+            verify: top.verify,
+        },
+        None => RawConfig {
+            credentials: good,
+            service_accounts: None,
+            pods: None,
+            prune: None,
+            verify: None,
+        },
+    };
+    match validate(raw, indices, shape, top_problems) {
+        Err(e) => e,
+        Ok(_) => whole(&first),
+    }
+}
+
+/// A credential's serde error as a problem of that credential: the path serde puts first
+/// (`credentials[2].namespaces: ...`) becomes the field.
+fn credential_problem(label: String, index: usize, message: &str) -> Problem {
+    let prefix = format!("credentials[{index}]");
+    let (field, message) = match message.strip_prefix(&prefix) {
+        Some(rest) => match rest.strip_prefix(": ") {
+            Some(message) => (String::new(), message),
+            None => match rest.strip_prefix('.').and_then(|r| r.split_once(": ")) {
+                Some((field, message)) => (field.to_string(), message),
+                None => (String::new(), message),
+            },
+        },
+        None => (String::new(), message),
+    };
+    Problem {
+        credential: Some(label),
+        field,
+        message: message.to_string(),
+    }
+}
+
+/// The top level of the config without its credentials, which are read one by one.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawTop {
+    #[serde(default)]
+    #[allow(dead_code)]
+    credentials: serde::de::IgnoredAny,
+    service_accounts: Option<Vec<String>>,
+    pods: Option<bool>,
+    prune: Option<bool>,
+    verify: Option<RawVerify>,
+}
+
+/// Reads the whole document but deserializes only one credential (or, with `None`, only the
+/// shape of the `credentials` list), so that its error carries its line in the text.
+struct OnlyCredential(Option<usize>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for OnlyCredential {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for OnlyCredential {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("the config")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "credentials" {
+                map.next_value_seed(CredentialList(self.0))?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct CredentialList(Option<usize>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for CredentialList {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CredentialList {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of credentials")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0;
+        loop {
+            let more = if self.0 == Some(index) {
+                seq.next_element::<RawCredential>()?.is_some()
+            } else {
+                seq.next_element::<serde::de::IgnoredAny>()?.is_some()
+            };
+            if !more {
+                return Ok(());
+            }
+            index += 1;
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -98,9 +286,17 @@ impl Collector {
     }
 }
 
-fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+/// Validates `raw`, whose credentials were at `indices` of the document; `shape` holds the
+/// problems of the credentials that could not be read, by index, and `problems` those found
+/// before (the top level's), so that every problem is listed in document order.
+fn validate(
+    raw: RawConfig,
+    indices: Vec<usize>,
+    mut shape: BTreeMap<usize, Problem>,
+    problems: Vec<Problem>,
+) -> Result<Config, ConfigError> {
     let mut out = Collector {
-        problems: Vec::new(),
+        problems,
         credential: None,
     };
     let verify = match &raw.verify {
@@ -111,7 +307,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     };
     let mut credentials = Vec::new();
     let mut seen_names: BTreeMap<String, usize> = BTreeMap::new();
-    for (index, rc) in raw.credentials.into_iter().enumerate() {
+    for (index, rc) in indices.into_iter().zip(raw.credentials) {
+        while let Some(entry) = shape.first_entry().filter(|e| *e.key() < index) {
+            out.problems.push(entry.remove());
+        }
         out.credential = Some(match &rc.name {
             Some(name) => format!("credentials[{index}] ({name})"),
             None => format!("credentials[{index}]"),
@@ -130,6 +329,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             credentials.push(c);
         }
     }
+    out.problems.extend(shape.into_values());
     out.credential = None;
     check_copy_names(&credentials, &mut out);
 

@@ -11,7 +11,9 @@ use super::verify::{self, Verified};
 use super::{CliError, Format, Output, render};
 use crate::config::{Config, check_dns_label};
 use crate::inputs::{InputError, collect_files, parse_labels};
-use crate::policy::{Catalog, Consideration, Decision, ImageReport, Outcome, Subject, SubjectKind};
+use crate::policy::{
+    Catalog, Consideration, Decision, ImageReport, Outcome, Subject, SubjectKind, WhyNot,
+};
 use crate::registry::image::ImageRef;
 use crate::view::{ClusterState, ClusterView, NamespaceInfo};
 use crate::workload::{self, Workload};
@@ -117,8 +119,13 @@ pub fn check(
     args: &CheckArgs,
 ) -> Result<Output, CliError> {
     if let Some(ns) = &args.namespace {
-        check_dns_label(ns)
-            .map_err(|why| CliError::Usage(format!("-n {ns:?}: a namespace name {why}")))?;
+        // kube-apiserver's own wording (apimachinery's DNS-1123 label message), so the
+        // answer reads as the one `kubectl create namespace` would give.
+        check_dns_label(ns).map_err(|_| {
+            CliError::Usage(format!(
+                "-n {ns:?}: a namespace name must consist of lower case alphanumeric characters or '-', start and end with an alphanumeric character, and be at most 63 characters (e.g. 'my-name')"
+            ))
+        })?;
     }
     let labels = parse_labels(&args.namespace_labels)?;
     let cases = cases(args, &mut state)?;
@@ -162,9 +169,38 @@ pub fn check(
     };
     Ok(Output {
         stdout,
-        stderr: String::new(),
+        stderr: labels_unknown_hints(&reports),
         code: 0,
     })
+}
+
+/// One warning per namespace whose labels a credential's `namespaces.selector` needs but no
+/// manifest or flag gave: the report says "not injected" for it, which reads as a verdict
+/// about the cluster when it is only a gap in what `check` was shown.
+fn labels_unknown_hints(reports: &[Report]) -> String {
+    let mut by_namespace: std::collections::BTreeMap<&str, BTreeSet<&str>> = Default::default();
+    for r in reports {
+        for c in &r.credentials {
+            if let Outcome::NotInjected {
+                why: WhyNot::NamespaceLabelsUnknown { .. },
+            } = &c.consideration.outcome
+            {
+                by_namespace
+                    .entry(&r.namespace)
+                    .or_default()
+                    .insert(&c.consideration.credential);
+            }
+        }
+    }
+    by_namespace
+        .into_iter()
+        .map(|(ns, credentials)| {
+            let names = credentials.into_iter().collect::<Vec<_>>().join(", ");
+            format!(
+                "warning: namespace {ns} is not among the --cluster manifests, so its labels are not known and the namespaces.selector of {names} cannot be evaluated: give them with --namespace-label KEY=VALUE, or add the Namespace manifest to --cluster\n"
+            )
+        })
+        .collect()
 }
 
 /// The namespace as the decision sees it, and whether its labels are known.

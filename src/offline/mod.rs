@@ -111,16 +111,18 @@ pub fn review(
             source,
         })?
     };
+    let origin = if input == "-" {
+        "standard input".to_string()
+    } else {
+        input.to_string()
+    };
+    // A JSON parser's "EOF while parsing" would hide the likelier cause: nothing was piped in.
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(CliError::Usage(format!("{origin}: empty input")));
+    }
     let catalog = Catalog::build(config, &state, Some(own_namespace));
-    let reviewed =
-        admission::review(&catalog, &state, &body).map_err(|source| CliError::Review {
-            origin: if input == "-" {
-                "standard input".to_string()
-            } else {
-                input.to_string()
-            },
-            source,
-        })?;
+    let reviewed = admission::review(&catalog, &state, &body)
+        .map_err(|source| CliError::Review { origin, source })?;
     let value: serde_json::Value = serde_json::from_slice(&reviewed.body).unwrap_or_default();
     let mut stdout = serde_json::to_string_pretty(&value).unwrap_or_default();
     stdout.push('\n');

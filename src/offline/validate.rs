@@ -32,6 +32,9 @@ struct Report {
     warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     verification: Option<Verification>,
+    /// The problem is with the file, not a config in it: text says it alone.
+    #[serde(skip)]
+    whole_file: bool,
 }
 
 #[derive(Serialize)]
@@ -59,9 +62,16 @@ pub fn validate(
         problems: Vec::new(),
         warnings: Vec::new(),
         verification: None,
+        whole_file: false,
     };
     match Config::from_yaml(text) {
-        Err(e) => report.problems = e.problems.iter().map(ToString::to_string).collect(),
+        Err(e) => {
+            report.whole_file = e.whole_file().is_some();
+            report.problems = match e.whole_file() {
+                Some(message) => vec![message.to_string()],
+                None => e.problems.iter().map(ToString::to_string).collect(),
+            };
+        }
         Ok(config) => {
             report.valid = true;
             report.credentials = config.credentials.len();
@@ -102,6 +112,9 @@ pub fn validate(
 }
 
 fn text_of(r: &Report, strict: bool) -> String {
+    if !r.valid && r.whole_file {
+        return format!("{}: {}\n", r.config, r.problems.join("; "));
+    }
     if !r.valid {
         // The shape of `ConfigError`'s own message, which serve and the Event also print.
         let mut out = format!(

@@ -17,41 +17,42 @@ use crate::reload::Fingerprint;
 
 pub mod certs;
 
-/// Why a certificate and key pair cannot be served.
+/// Why a certificate and key pair cannot be served. Each names what was given (the flag and
+/// its path, or the Secret) and the cause in words, never key material.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("{name}: cannot read it: {source}")]
     Read {
-        /// The file.
-        path: PathBuf,
+        /// The flag and file (`--tls-cert /path`).
+        name: String,
         /// The OS error.
         source: std::io::Error,
     },
     /// The certificate file holds no usable certificate.
-    #[error("{path}: no PEM certificate found ({reason})")]
+    #[error("{name}: {reason}")]
     Certificate {
-        /// The file.
-        path: PathBuf,
-        /// What the PEM reader said.
+        /// The flag and file, or the Secret's key.
+        name: String,
+        /// What is wrong, in words.
         reason: String,
     },
     /// The key file holds no usable private key.
-    #[error("{path}: no usable PEM private key ({reason})")]
+    #[error("{name}: {reason}")]
     Key {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong, without key material.
+        /// The flag and file, or the Secret's key.
+        name: String,
+        /// What is wrong, without key material.
         reason: String,
     },
     /// The key does not belong to the certificate, or rustls refuses the pair.
-    #[error("{cert} and {key} do not form a usable pair: {reason}")]
+    #[error("{cert} and {key}: {reason}")]
     Pair {
-        /// The certificate file.
-        cert: PathBuf,
-        /// The key file.
-        key: PathBuf,
-        /// rustls' reason.
+        /// The certificate's flag and file.
+        cert: String,
+        /// The key's flag and file.
+        key: String,
+        /// Why, in words.
         reason: String,
     },
     /// The TLS configuration could not be built.
@@ -77,6 +78,9 @@ pub enum Reload {
 pub struct ServingCert {
     cert_path: PathBuf,
     key_path: PathBuf,
+    // What errors call them: the flag and path, or the Secret's key.
+    cert_name: String,
+    key_name: String,
     current: ArcSwap<CertifiedKey>,
     // The last content seen, good or bad: a bad pair is reported once, not at every poll.
     seen: Mutex<Fingerprint>,
@@ -91,52 +95,86 @@ impl fmt::Debug for ServingCert {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+fn read(name: &str, path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_path_buf(),
+        name: name.to_string(),
         source,
     })
 }
 
+/// A PEM reader's complaint as the reason a file holds no certificate: "no items found" says
+/// nothing to someone who handed over the wrong file.
+fn no_certificate(e: &rustls_pki_types::pem::Error) -> String {
+    match e {
+        rustls_pki_types::pem::Error::NoItemsFound => "no PEM certificate in it".to_string(),
+        e => format!("no PEM certificate in it: {e}"),
+    }
+}
+
 fn parse_pair(
-    cert_path: &Path,
+    cert_name: &str,
     cert_pem: &[u8],
-    key_path: &Path,
+    key_name: &str,
     key_pem: &[u8],
 ) -> Result<CertifiedKey, TlsError> {
     let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Certificate {
-            path: cert_path.to_path_buf(),
-            reason: e.to_string(),
+            name: cert_name.to_string(),
+            reason: no_certificate(&e),
         })?;
     if chain.is_empty() {
         return Err(TlsError::Certificate {
-            path: cert_path.to_path_buf(),
-            reason: "the file has no CERTIFICATE block".to_string(),
+            name: cert_name.to_string(),
+            reason: "no PEM certificate in it".to_string(),
         });
     }
     // The PEM error names a section kind or position, never key bytes.
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Key {
-        path: key_path.to_path_buf(),
-        reason: e.to_string(),
+        name: key_name.to_string(),
+        reason: match e {
+            rustls_pki_types::pem::Error::NoItemsFound => "no PEM private key in it".to_string(),
+            e => format!("no PEM private key in it: {e}"),
+        },
     })?;
-    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| TlsError::Pair {
-        cert: cert_path.to_path_buf(),
-        key: key_path.to_path_buf(),
-        reason: e.to_string(),
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => TlsError::Pair {
+            cert: cert_name.to_string(),
+            key: key_name.to_string(),
+            reason: "the key does not belong to the certificate".to_string(),
+        },
+        // ring's only refusal of a well-formed PEM key: its algorithm or encoding.
+        rustls::Error::General(_) => TlsError::Key {
+            name: key_name.to_string(),
+            reason: "the private key in it is not an RSA, ECDSA or Ed25519 key that can be used"
+                .to_string(),
+        },
+        rustls::Error::InvalidCertificate(why) => TlsError::Certificate {
+            name: cert_name.to_string(),
+            reason: format!("the certificate in it cannot be parsed ({why:?})"),
+        },
+        e => TlsError::Pair {
+            cert: cert_name.to_string(),
+            key: key_name.to_string(),
+            reason: e.to_string(),
+        },
     })
 }
 
 impl ServingCert {
-    /// Loads the pair; fails when either file is unreadable or they do not match.
+    /// Loads the pair given as `serve --tls-cert` and `--tls-key`; fails, naming the flag,
+    /// when either file is unreadable or they do not match.
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
-        let cert_pem = read(cert_path)?;
-        let key_pem = read(key_path)?;
-        let pair = parse_pair(cert_path, &cert_pem, key_path, &key_pem)?;
+        let cert_name = format!("--tls-cert {}", cert_path.display());
+        let key_name = format!("--tls-key {}", key_path.display());
+        let cert_pem = read(&cert_name, cert_path)?;
+        let key_pem = read(&key_name, key_path)?;
+        let pair = parse_pair(&cert_name, &cert_pem, &key_name, &key_pem)?;
         Ok(ServingCert {
             cert_path: cert_path.to_path_buf(),
             key_path: key_path.to_path_buf(),
+            cert_name,
+            key_name,
             current: ArcSwap::from_pointee(pair),
             seen: Mutex::new(Fingerprint::of([cert_pem.as_slice(), key_pem.as_slice()])),
         })
@@ -147,8 +185,8 @@ impl ServingCert {
     /// so a broken pair left on disk is reported once.
     pub fn reload(&self) -> Result<Reload, TlsError> {
         // Read both before comparing: a rotation replaces them together.
-        let cert_pem = read(&self.cert_path)?;
-        let key_pem = read(&self.key_path)?;
+        let cert_pem = read(&self.cert_name, &self.cert_path)?;
+        let key_pem = read(&self.key_name, &self.key_path)?;
         let fingerprint = Fingerprint::of([cert_pem.as_slice(), key_pem.as_slice()]);
         {
             let mut seen = crate::lock::lock(&self.seen);
@@ -157,7 +195,7 @@ impl ServingCert {
             }
             *seen = fingerprint;
         }
-        let pair = parse_pair(&self.cert_path, &cert_pem, &self.key_path, &key_pem)?;
+        let pair = parse_pair(&self.cert_name, &cert_pem, &self.key_name, &key_pem)?;
         self.current.store(Arc::new(pair));
         Ok(Reload::Replaced)
     }
@@ -165,12 +203,14 @@ impl ServingCert {
     /// A pair held in memory (self-signed mode); `origin` names where it came from in errors.
     /// [`ServingCert::reload`] has no files to read for it: use [`ServingCert::replace_pem`].
     pub fn from_pem(origin: &str, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsError> {
-        let cert_path = PathBuf::from(format!("{origin} tls.crt"));
-        let key_path = PathBuf::from(format!("{origin} tls.key"));
-        let pair = parse_pair(&cert_path, cert_pem, &key_path, key_pem)?;
+        let cert_name = format!("{origin} tls.crt");
+        let key_name = format!("{origin} tls.key");
+        let pair = parse_pair(&cert_name, cert_pem, &key_name, key_pem)?;
         Ok(ServingCert {
-            cert_path,
-            key_path,
+            cert_path: PathBuf::from(&cert_name),
+            key_path: PathBuf::from(&key_name),
+            cert_name,
+            key_name,
             current: ArcSwap::from_pointee(pair),
             seen: Mutex::new(Fingerprint::of([cert_pem, key_pem])),
         })
@@ -183,7 +223,7 @@ impl ServingCert {
         if *seen == fingerprint {
             return Ok(Reload::Unchanged);
         }
-        let pair = parse_pair(&self.cert_path, cert_pem, &self.key_path, key_pem)?;
+        let pair = parse_pair(&self.cert_name, cert_pem, &self.key_name, key_pem)?;
         *seen = fingerprint;
         self.current.store(Arc::new(pair));
         Ok(Reload::Replaced)
@@ -215,7 +255,7 @@ impl ServingCert {
                 )
                 .allow_unauthenticated()
                 .build()
-                .map_err(|e| TlsError::Config(format!("{}: {e}", ca.path.display())))?;
+                .map_err(|e| TlsError::Config(format!("--client-ca {}: {e}", ca.path.display())))?;
                 builder.with_client_cert_verifier(verifier)
             }
         };
@@ -236,19 +276,25 @@ impl ClientCa {
     /// Loads every certificate of a PEM bundle as a trust root; fails naming the file when it
     /// is unreadable or holds none.
     pub fn load(path: &Path) -> Result<Self, TlsError> {
-        let pem = read(path)?;
+        let name = format!("--client-ca {}", path.display());
+        let pem = read(&name, path)?;
         let certs = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| TlsError::Certificate {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
+                name: name.clone(),
+                reason: no_certificate(&e),
             })?;
+        let found = certs.len();
         let mut roots = rustls::RootCertStore::empty();
         let (added, _) = roots.add_parsable_certificates(certs);
         if added == 0 {
             return Err(TlsError::Certificate {
-                path: path.to_path_buf(),
-                reason: "the file has no usable CA certificate".to_string(),
+                name,
+                reason: if found == 0 {
+                    "no PEM certificate in it".to_string()
+                } else {
+                    "none of its certificates can be parsed as a CA".to_string()
+                },
             });
         }
         Ok(ClientCa {

@@ -246,8 +246,9 @@ impl ClusterState {
                         }
                     }
                 }
-                let secret: Secret = serde_json::from_value(value)
+                let mut secret: Secret = serde_json::from_value(value)
                     .map_err(|e| object_error(crate::redact::serde_message(&e.to_string())))?;
+                merge_string_data(&mut secret);
                 if secret.metadata.name.is_none() {
                     return Err(object_error("metadata.name is required".to_string()));
                 }
@@ -265,6 +266,22 @@ impl ClusterState {
             }
             _ => Ok(0),
         }
+    }
+}
+
+/// Folds `stringData` into `data` as kube-apiserver does on every write, so a manifest written
+/// with `stringData` reads as the Secret the cluster would hold: each key is copied into `data`,
+/// replacing a `data` value of the same key, and `stringData` itself is never stored
+/// (`Convert_v1_Secret_To_core_Secret` in kubernetes pkg/apis/core/v1/conversion.go; the Secret
+/// API reference: "stringData ... will be merged into the data field on write, overwriting any
+/// existing values").
+fn merge_string_data(secret: &mut Secret) {
+    let Some(string_data) = secret.string_data.take() else {
+        return;
+    };
+    let data = secret.data.get_or_insert_with(BTreeMap::new);
+    for (key, value) in string_data {
+        data.insert(key, k8s_openapi::ByteString(value.into_bytes()));
     }
 }
 
@@ -339,6 +356,22 @@ metadata: {name: ignored}
         assert!(state.secret("default", "src").is_some());
         assert_eq!(state.secrets_in("default").len(), 1);
         assert_eq!(state.service_accounts_in("gone").count(), 1);
+    }
+
+    #[test]
+    fn string_data_is_merged_into_data_and_wins_for_the_same_key() {
+        let mut state = ClusterState::new();
+        let yaml = "kind: Secret\nmetadata: {name: s, namespace: ns}\n\
+                    data: {a: b2xk, b: b2xk}\nstringData: {a: new, c: plain}\n";
+        state.load_manifests("x", yaml).unwrap();
+        let secret = state.secret("ns", "s").unwrap();
+        let data = secret.data.as_ref().unwrap();
+        let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+        assert_eq!(
+            (text("a"), text("b"), text("c")),
+            ("new".into(), "old".into(), "plain".into())
+        );
+        assert!(secret.string_data.is_none());
     }
 
     #[test]

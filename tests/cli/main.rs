@@ -17,6 +17,7 @@ mod explain;
 mod inputs;
 mod live;
 mod review;
+mod serve;
 mod validate;
 
 /// What a finished command left behind.

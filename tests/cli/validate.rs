@@ -173,3 +173,37 @@ fn broken_source_secret_content_is_warned_about_without_its_content() {
         assert_no_secret(&r, "fake-password-5");
     }
 }
+
+#[test]
+fn validate_strict_fails_on_a_warning_that_plain_validate_passes() {
+    // Namespaces only: the source secret is missing, a warning.
+    let validate = |strict: bool| {
+        run(bin()
+            .arg("validate")
+            .arg("--config")
+            .arg(hub_config())
+            .arg("--cluster")
+            .arg(hub_cluster().join("namespaces.yaml"))
+            .args(strict.then_some("--strict")))
+    };
+    let lenient = validate(false);
+    assert_eq!(lenient.code, 0, "{}{}", lenient.stdout, lenient.stderr);
+    assert!(lenient.stdout.contains("  warning: "), "{}", lenient.stdout);
+    let strict = validate(true);
+    assert_eq!(strict.code, 1, "{}{}", strict.stdout, strict.stderr);
+    assert!(strict.stdout.contains("  error: "), "{}", strict.stdout);
+    assert!(
+        strict.stdout.contains("registry-creds/dockerhub-pull"),
+        "{}",
+        strict.stdout
+    );
+    // No warning: --strict passes.
+    let r = run(bin()
+        .arg("validate")
+        .arg("--strict")
+        .arg("--config")
+        .arg(hub_config())
+        .arg("--cluster")
+        .arg(hub_cluster()));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+}
