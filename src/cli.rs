@@ -51,7 +51,7 @@ enum Command {
         force: bool,
     },
     /// Which secrets the webhook would inject for these images, or for the pods these
-    /// manifests make, and why each credential is or is not used (offline).
+    /// manifests make, and why each credential is or is not used (offline, or read-only live).
     Check(Box<commands::Check>),
     /// Answers an AdmissionReview request as the webhook does, from files (offline).
     Review {

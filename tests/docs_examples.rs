@@ -1,4 +1,5 @@
-//! The command examples in the documents are what the binary prints: every ```text block of
+//! The command examples in the documents are what the binary prints: every ```text (or sh,
+//! console, shell, bash) block of
 //! README.md and docs/**/*.md whose commands all run `pull-secret-injector` offline (or set a
 //! shell variable) is run with bash from the repository root, and its output must be the
 //! block's output lines exactly. Blocks that need something else (a running server, `jq`,
@@ -81,7 +82,8 @@ fn examples(text: &str) -> Vec<Example> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < lines.len() {
-        if lines[i].trim_start() != "```text" {
+        let fence = lines[i].trim_start();
+        if !["```text", "```sh", "```console", "```shell", "```bash"].contains(&fence) {
             i += 1;
             continue;
         }
