@@ -20,6 +20,10 @@
 FROM --platform=$BUILDPLATFORM rust:1.95.0-slim-bookworm AS build
 
 ARG TARGETARCH
+# What `pull-secret-injector version` reports: .git is not in the build context, so the
+# commit comes from the build (the release workflow passes github.sha).
+ARG PSI_GIT_COMMIT=unknown
+ARG SOURCE_DATE_EPOCH
 
 WORKDIR /src
 

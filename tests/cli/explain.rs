@@ -372,3 +372,43 @@ fn the_service_account_pull_secrets_count_when_the_pod_names_none() {
     );
     assert!(r.stdout.contains("already references pull"), "{}", r.stdout);
 }
+
+#[test]
+fn version_names_the_commit_and_completions_are_scripts_for_each_shell() {
+    let r = run(bin().args(["version", "-o", "json"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    for field in ["gitCommit", "buildDate"] {
+        assert!(
+            v[field].as_str().is_some_and(|s| !s.is_empty()),
+            "{field}: {v}"
+        );
+    }
+    let text = run(bin().arg("version"));
+    assert!(
+        text.stdout.starts_with(&format!(
+            "pull-secret-injector {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{}",
+        text.stdout
+    );
+    for (shell, marker) in [
+        ("bash", "complete -F _pull__secret__injector"),
+        ("zsh", "#compdef pull-secret-injector"),
+        ("fish", "complete -c pull-secret-injector "),
+    ] {
+        let r = run(bin().args(["completions", shell]));
+        assert_eq!(r.code, 0, "{shell}: {}", r.stderr);
+        assert!(r.stdout.contains(marker), "{shell}: no {marker:?}");
+        // The new subcommands and their flags are completed too.
+        assert!(
+            r.stdout.contains("audit") && r.stdout.contains("fail-on-findings"),
+            "{shell}"
+        );
+    }
+    let r = run(bin().args(["completions", "tcsh"]));
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("invalid value 'tcsh'"), "{}", r.stderr);
+}
