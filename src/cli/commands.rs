@@ -58,23 +58,13 @@ impl Live {
             context: self.context.clone(),
         })?)
     }
+}
 
-    /// The config's name and text: the file when one is given, else the ConfigMap.
-    fn config_text(
-        &self,
-        session: &inspect::Session,
-        file: Option<&PathBuf>,
-        own_namespace: &str,
-    ) -> Result<(String, String), CliError> {
-        if let Some(path) = file {
-            return Ok((path.display().to_string(), crate::inputs::read(path)?));
-        }
-        let reference = self
-            .config_map
-            .clone()
-            .unwrap_or_else(|| format!("{own_namespace}/{}", inspect::DEFAULT_CONFIG_MAP_NAME));
-        Ok(session.config_text(&reference)?)
-    }
+/// The config as read, by name, and the live session it was read through, if any.
+struct Opened {
+    origin: String,
+    text: String,
+    session: Option<inspect::Session>,
 }
 
 /// The config, the cluster and (for audit) its pods, wherever they come from.
@@ -85,36 +75,77 @@ struct Loaded {
 }
 
 impl Source {
-    fn load(&self, with_pods: bool) -> Result<Loaded, CliError> {
-        if !self.live.wanted() {
-            let config = self.config.as_ref().ok_or_else(|| {
-                CliError::Usage("--config is required without a live cluster".to_string())
-            })?;
-            return Ok(Loaded {
-                config: offline::load_config(config)?,
-                state: offline::load_cluster(&self.cluster)?,
-                pods: if with_pods {
-                    offline::audit::pods_in(&self.cluster)?
-                } else {
-                    Vec::new()
-                },
-            });
+    /// Reads the config: the file when one is given, else (live) the installed ConfigMap.
+    fn open(&self) -> Result<Opened, CliError> {
+        let session = if self.live.wanted() {
+            Some(self.live.session()?)
+        } else {
+            None
+        };
+        let (origin, text) = match (&self.config, &session) {
+            (Some(path), _) => (path.display().to_string(), crate::inputs::read(path)?),
+            (None, Some(session)) => {
+                let reference = self.live.config_map.clone().unwrap_or_else(|| {
+                    format!(
+                        "{}/{}",
+                        self.own_namespace,
+                        inspect::DEFAULT_CONFIG_MAP_NAME
+                    )
+                });
+                session.config_text(&reference)?
+            }
+            (None, None) => {
+                return Err(CliError::Usage(
+                    "--config is required without a live cluster".to_string(),
+                ));
+            }
+        };
+        Ok(Opened {
+            origin,
+            text,
+            session,
+        })
+    }
+
+    /// The cluster for a valid config, and its pods with `with_pods`: a live read, the
+    /// manifests, or nothing when neither was given.
+    fn cluster(
+        &self,
+        opened: &Opened,
+        config: &Config,
+        with_pods: bool,
+    ) -> Result<Option<(ClusterState, Vec<Workload>)>, CliError> {
+        if let Some(session) = &opened.session {
+            let read = session.read(config, with_pods)?;
+            return Ok(Some((read.state, read.pods)));
         }
-        let session = self.live.session()?;
-        let (origin, text) =
-            self.live
-                .config_text(&session, self.config.as_ref(), &self.own_namespace)?;
-        let config = Config::from_yaml(&text).map_err(|source| {
+        if self.cluster.is_empty() {
+            return Ok(None);
+        }
+        let pods = if with_pods {
+            offline::audit::pods_in(&self.cluster)?
+        } else {
+            Vec::new()
+        };
+        Ok(Some((offline::load_cluster(&self.cluster)?, pods)))
+    }
+
+    /// The config, which must be valid, and the cluster (empty when none was given).
+    fn load(&self, with_pods: bool) -> Result<Loaded, CliError> {
+        let opened = self.open()?;
+        let config = Config::from_yaml(&opened.text).map_err(|source| {
             CliError::Input(crate::inputs::InputError::Config {
-                path: origin,
+                path: opened.origin.clone(),
                 source,
             })
         })?;
-        let read = session.read(&config, with_pods)?;
+        let (state, pods) = self
+            .cluster(&opened, &config, with_pods)?
+            .unwrap_or_default();
         Ok(Loaded {
             config,
-            state: read.state,
-            pods: read.pods,
+            state,
+            pods,
         })
     }
 }
@@ -166,18 +197,8 @@ pub(super) struct Check {
 /// `validate`'s flags.
 #[derive(Debug, Args)]
 pub(super) struct Validate {
-    /// The config: raw config YAML or a ConfigMap manifest holding config.yaml (with a live
-    /// cluster: instead of the installed ConfigMap).
-    #[arg(long, required_unless_present_any = ["live", "kubeconfig", "context"])]
-    config: Option<PathBuf>,
-    /// Optional manifests, to also report missing or unusable source secrets.
-    #[arg(long, conflicts_with_all = ["live", "kubeconfig", "context"])]
-    cluster: Vec<PathBuf>,
-    /// The injector's own namespace (where the ConfigMap is looked for).
-    #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_OWN_NAMESPACE)]
-    own_namespace: String,
     #[command(flatten)]
-    live: Live,
+    source: Source,
     /// Also log in to every credential's registries, live; exit 1 when one is rejected
     /// (needs the sources: --cluster or a live cluster; sends the credentials to those
     /// registries).
@@ -246,38 +267,20 @@ pub(super) fn check(c: Check) -> Result<Output, CliError> {
 }
 
 pub(super) fn validate(v: Validate) -> Result<Output, CliError> {
-    let args = offline::ValidateArgs {
-        verify: v.verify,
-        strict: v.strict,
-        format: v.output.format(),
-    };
-    if v.live.wanted() {
-        let session = v.live.session()?;
-        let (origin, text) = v
-            .live
-            .config_text(&session, v.config.as_ref(), &v.own_namespace)?;
-        return offline::validate(
-            &origin,
-            &text,
-            |config| Ok(Some(session.read(config, false)?.state)),
-            &args,
-        );
-    }
-    let path = v.config.as_ref().ok_or_else(|| {
-        CliError::Usage("--config is required without a live cluster".to_string())
-    })?;
-    let text = crate::inputs::read(path)?;
+    let opened = v.source.open()?;
     offline::validate(
-        &path.display().to_string(),
-        &text,
-        |_| {
-            Ok(if v.cluster.is_empty() {
-                None
-            } else {
-                Some(offline::load_cluster(&v.cluster)?)
-            })
+        &opened.origin,
+        &opened.text,
+        |config| {
+            Ok(v.source
+                .cluster(&opened, config, false)?
+                .map(|(state, _)| state))
         },
-        &args,
+        &offline::ValidateArgs {
+            verify: v.verify,
+            strict: v.strict,
+            format: v.output.format(),
+        },
     )
 }
 
