@@ -17,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -74,6 +74,8 @@ pub struct App {
     empty: Snapshot,
     shutting_down: AtomicBool,
     permits: Semaphore,
+    /// Bodies being read to their end after an early rejection (see [`refuse`]).
+    drains: Arc<Semaphore>,
     limits: Limits,
     copier: OnceLock<Arc<dyn CopyMaker>>,
     namespaces: OnceLock<Arc<dyn NamespaceWait>>,
@@ -100,6 +102,7 @@ impl App {
             registries: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             permits: Semaphore::new(limits.max_concurrent.max(1)),
+            drains: Arc::new(Semaphore::new(MAX_DRAINS)),
             limits,
         })
     }
@@ -206,40 +209,126 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
 }
 
-async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+/// At most this many rejected bodies are read to their end at once; past it, one is dropped
+/// (the connection or stream is reset, as before).
+const MAX_DRAINS: usize = 16;
+/// A rejected body is read on for at most this many bytes...
+const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
+/// ...and this long.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Why a body was not used, and the body itself when it was left unread.
+struct Refusal {
+    status: StatusCode,
+    message: String,
+    unread: Option<Body>,
+}
+
+/// The body, whole, within the size and time limits. Read frame by frame rather than through
+/// `Limited`, so that a body refused half-way is kept (see [`refuse`]).
+async fn read_body(app: &App, declared: Option<u64>, mut body: Body) -> Result<Bytes, Refusal> {
     let limit = app.limits.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        reject(
-            app,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than the {limit}-byte limit"),
-        )
+    let too_large = |unread| Refusal {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: format!("request body is larger than the {limit}-byte limit"),
+        unread,
     };
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+        return Err(too_large(Some(body)));
     }
-    let collect = Limited::new(body, limit).collect();
-    match tokio::time::timeout(app.limits.body_timeout, collect).await {
-        Err(_) => Err(reject(
-            app,
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "request body not received within {:?}",
-                app.limits.body_timeout
-            ),
-        )),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Ok(Err(e)) => Err(reject(
-            app,
-            StatusCode::BAD_REQUEST,
-            format!("cannot read the request body: {e}"),
-        )),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    let deadline = tokio::time::Instant::now() + app.limits.body_timeout;
+    // Most bodies come in one frame: kept as it came, without a copy.
+    let mut first: Option<Bytes> = None;
+    let mut more: Vec<u8> = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(Refusal {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    message: format!(
+                        "request body not received within {:?}",
+                        app.limits.body_timeout
+                    ),
+                    unread: Some(body),
+                });
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(Refusal {
+                    status: StatusCode::BAD_REQUEST,
+                    message: format!("cannot read the request body: {e}"),
+                    unread: None,
+                });
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let held = first.as_ref().map_or(0, Bytes::len) + more.len();
+        if held + data.len() > limit {
+            return Err(too_large(Some(body)));
+        }
+        match &first {
+            None => first = Some(data),
+            Some(f) => {
+                if more.is_empty() {
+                    more.extend_from_slice(f);
+                }
+                more.extend_from_slice(&data);
+            }
+        }
     }
+    Ok(if more.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        Bytes::from(more)
+    })
+}
+
+/// Answers a request refused before its body was read to the end so that the client can read
+/// the status. Dropping an unread body resets what carries it: over HTTP/2 hyper sends
+/// RST_STREAM(CANCEL) before the response when the body goes first (curl: "Stream error in the
+/// HTTP/2 framing layer"), and over HTTP/1.1 the connection closes while the client still
+/// writes (its write fails with a broken pipe before it reads the answer). So the rest of the
+/// body is read and discarded, bounded in bytes, time and number of such reads, while the
+/// answer goes out: HTTP/2 then ends the stream with at most RST_STREAM(NO_ERROR) after the
+/// response (RFC 9113 section 8.1), and HTTP/1.1 answers `Connection: close` and closes once
+/// the body is in (a lingering close).
+fn refuse(
+    app: &App,
+    refusal: Refusal,
+    version: axum::http::Version,
+    declared: Option<u64>,
+) -> Response {
+    let mut response = reject(app, refusal.status, refusal.message);
+    let Some(mut body) = refusal.unread else {
+        return response;
+    };
+    if version < axum::http::Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if declared.is_some_and(|n| n > DRAIN_BYTES) {
+        return response;
+    }
+    if let Ok(permit) = app.drains.clone().try_acquire_owned() {
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut read: u64 = 0;
+            let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+            while read <= DRAIN_BYTES {
+                match tokio::time::timeout_at(deadline, body.frame()).await {
+                    Ok(Some(Ok(frame))) => {
+                        read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    }
+                    _ => break,
+                }
+            }
+        });
+    }
+    response
 }
 
 /// Whether the connection a request came on presented a verified client certificate.
@@ -249,32 +338,49 @@ struct ClientVerified(bool);
 async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
     // Taking the parts rather than a HeaderMap extractor, which would clone the headers.
     let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if app.limits.require_client_cert
         && !parts
             .extensions
             .get::<ClientVerified>()
             .is_some_and(|v| v.0)
     {
-        return reject(
+        return refuse(
             &app,
-            StatusCode::FORBIDDEN,
-            "a client certificate signed by the --client-ca bundle is required".to_string(),
+            Refusal {
+                status: StatusCode::FORBIDDEN,
+                message: "a client certificate signed by the --client-ca bundle is required"
+                    .to_string(),
+                unread: Some(body),
+            },
+            parts.version,
+            declared,
         );
     }
     let headers = &parts.headers;
     if !is_json(headers) {
-        return reject(
+        return refuse(
             &app,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/json (an AdmissionReview v1)".to_string(),
+            Refusal {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message: "Content-Type must be application/json (an AdmissionReview v1)"
+                    .to_string(),
+                unread: Some(body),
+            },
+            parts.version,
+            declared,
         );
     }
     let _in_flight = app.metrics().in_flight();
     // The semaphore is never closed, so acquire only fails if it were; then serve unbounded.
     let _permit = app.permits.acquire().await.ok();
-    let body = match read_body(&app, headers, body).await {
+    let body = match read_body(&app, declared, body).await {
         Ok(b) => b,
-        Err(response) => return response,
+        Err(refusal) => return refuse(&app, refusal, parts.version, declared),
     };
     let started = Instant::now();
     let request = match admission::read(&body) {

@@ -72,6 +72,20 @@ async fn with_a_client_ca_only_its_clients_get_reviews_answered() {
         assert_eq!(status, 200, "{review}");
         assert_eq!(review["response"]["allowed"], true);
     }
+    // Refused before its body is read, a large review still gets its 403 read by the client.
+    for proto in [Proto::Http1, Proto::Http2] {
+        let (status, text) = post_chunks(
+            &server,
+            proto,
+            "application/json",
+            vec![b' '; 4 * 1024 * 1024],
+            false,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{proto:?}: {e}"));
+        assert_eq!(status, 403, "{proto:?}: {text}");
+        assert!(text.contains("--client-ca"), "{proto:?}: {text}");
+    }
     let stranger = certs::generate_client("someone", 1).expect("other pair");
     let err = with_identity(&stranger, true)
         .post(server.url("/mutate"))

@@ -220,3 +220,48 @@ async fn slow_clients_are_cut_off_and_concurrency_is_bounded() {
     assert_eq!(slow.await.expect("slow task"), 408);
     server.stop().await.expect("clean stop");
 }
+
+/// Every request refused before its body is read is read by the client as its status, over
+/// HTTP/1.1 and HTTP/2, however the client goes on writing: the server reads the rest of the
+/// body (bounded) while it answers, so it neither resets the stream before the answer (HTTP/2)
+/// nor closes under a writing client (HTTP/1.1). Repeated, because the failure it replaces was
+/// a race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_early_rejection_is_read_as_its_status_over_http1_and_http2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limits = Limits {
+        body_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let server = start_example("docker-hub", dir.path(), limits).await;
+    let big = vec![b' '; 9 * 1024 * 1024];
+    for proto in [Proto::Http1, Proto::Http2] {
+        for round in 0..3 {
+            let (status, text) =
+                post_chunks(&server, proto, "application/json", big.clone(), false)
+                    .await
+                    .unwrap_or_else(|e| panic!("{proto:?} 413, round {round}: {e}"));
+            assert_eq!(status, 413, "{proto:?}: {text}");
+            assert!(text.contains("8388608-byte limit"), "{proto:?}: {text}");
+
+            let (status, text) = post_chunks(&server, proto, "text/plain", big.clone(), false)
+                .await
+                .unwrap_or_else(|e| panic!("{proto:?} 415, round {round}: {e}"));
+            assert_eq!(status, 415, "{proto:?}: {text}");
+            assert!(text.contains("application/json"), "{proto:?}: {text}");
+        }
+        let (status, text) = post_chunks(&server, proto, "application/json", big.clone(), true)
+            .await
+            .unwrap_or_else(|e| panic!("{proto:?} 408: {e}"));
+        assert_eq!(status, 408, "{proto:?}: {text}");
+        assert!(text.contains("not received within"), "{proto:?}: {text}");
+        // And the server carries on.
+        let (status, review) = post_review(
+            &client(&server.ca_pem, proto == Proto::Http1),
+            &server.url("/mutate"),
+            hub_review(),
+        )
+        .await;
+        assert_eq!(status, 200, "{proto:?}: {review}");
+    }
+}

@@ -259,6 +259,84 @@ async fn streamed_post(server: &Server, body: Vec<u8>) -> u16 {
     response.status().as_u16()
 }
 
+/// The protocol a test client speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proto {
+    Http1,
+    Http2,
+}
+
+/// Posts `body` in 64 KiB chunks as a client that keeps writing while the server answers (with
+/// `stall`, it sends the first chunk only and never ends the body), over HTTP/1.1 or HTTP/2.
+/// Returns the status and the text the client read, or the client's error.
+async fn post_chunks(
+    server: &Server,
+    proto: Proto,
+    content_type: &str,
+    body: Vec<u8>,
+    stall: bool,
+) -> Result<(u16, String), String> {
+    let alpn: &[&[u8]] = match proto {
+        Proto::Http1 => &[b"http/1.1"],
+        Proto::Http2 => &[b"h2"],
+    };
+    let tls = tls_connect(
+        server.running.admission_addr.port(),
+        &[&server.ca_pem],
+        alpn,
+    )
+    .await;
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let (mut tx, channel) = Channel::<Bytes, std::convert::Infallible>::new(4);
+    let uri = match proto {
+        Proto::Http1 => "/mutate".to_string(),
+        Proto::Http2 => server.url("/mutate"),
+    };
+    let request = Request::post(uri)
+        .header("host", "127.0.0.1")
+        .header("content-type", content_type)
+        .body(channel)
+        .expect("request");
+    let feed = tokio::spawn(async move {
+        for chunk in body.chunks(64 * 1024) {
+            if tx.send_data(Bytes::copy_from_slice(chunk)).await.is_err() {
+                return;
+            }
+            if stall {
+                // Keeps the body open, unfinished, until the test ends.
+                std::future::pending::<()>().await;
+            }
+        }
+    });
+    let response = match proto {
+        Proto::Http1 => {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            tokio::spawn(conn);
+            sender.send_request(request).await
+        }
+        Proto::Http2 => {
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .map_err(|e| format!("{e:?}"))?;
+            tokio::spawn(conn);
+            sender.send_request(request).await
+        }
+    }
+    .map_err(|e| format!("{e:?}"))?;
+    let status = response.status().as_u16();
+    let text = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer: {e:?}"))?
+        .to_bytes();
+    feed.abort();
+    Ok((status, String::from_utf8_lossy(&text).into_owned()))
+}
+
 /// A directory laid out as kubelet mounts a Secret: files are symlinks into `..data`, which
 /// is itself a symlink swapped atomically to publish a new version.
 struct MountedSecret {
