@@ -40,6 +40,9 @@ pub enum Verdict {
     NotReady,
     /// Refused with a 4xx: malformed review, wrong content type, too large, too slow.
     Rejected,
+    /// Answered at once, allowed without a patch, because every slot stayed busy for half of
+    /// kube-apiserver's timeout.
+    Overloaded,
 }
 
 impl Verdict {
@@ -50,6 +53,7 @@ impl Verdict {
             Verdict::Unchanged => "unchanged",
             Verdict::NotReady => "not_ready",
             Verdict::Rejected => "rejected",
+            Verdict::Overloaded => "overloaded",
         }
     }
 }
@@ -288,6 +292,24 @@ impl Pending {
         }
         outcome.decision = None;
         outcome.verdict = Verdict::NotReady;
+        render(response, outcome)
+    }
+
+    /// Renders an answer without the decision, for a review that waited too long for a slot:
+    /// allowed, no patch, and a warning that says what the pod may miss and what to do.
+    pub fn render_overloaded(self, waited: std::time::Duration) -> Result<Reviewed, ReviewError> {
+        let Pending {
+            mut response,
+            mut outcome,
+            ..
+        } = self;
+        if outcome.kind_label() != "other" {
+            response.warnings.push(format!(
+                "pull-secret-injector was busy for {waited:?} and answered without injecting pull secrets; if this pod cannot pull its images, create it again"
+            ));
+        }
+        outcome.decision = None;
+        outcome.verdict = Verdict::Overloaded;
         render(response, outcome)
     }
 }

@@ -376,8 +376,16 @@ async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
         );
     }
     let _in_flight = app.metrics().in_flight();
+    // Waiting longer than half of kube-apiserver's timeout for a slot would leave too little
+    // for the review itself: past that, the review is answered at once without injecting,
+    // rather than timing out (which failurePolicy would turn into the same pod, later, or a
+    // refused one).
+    let patience = shed_after(parts.uri.query());
+    let waited = Instant::now();
     // The semaphore is never closed, so acquire only fails if it were; then serve unbounded.
-    let _permit = app.permits.acquire().await.ok();
+    let permit = tokio::time::timeout(patience, app.permits.acquire()).await;
+    let overloaded = permit.is_err();
+    let _permit = permit.ok().and_then(Result::ok);
     let body = match read_body(&app, declared, body).await {
         Ok(b) => b,
         Err(refusal) => return refuse(&app, refusal, parts.version, declared),
@@ -395,6 +403,9 @@ async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
             .read(|view| admission::decide(&snapshot.catalog, view, &request))
     };
     let mut pending = decide();
+    if overloaded {
+        return answer(&app, pending.render_overloaded(waited.elapsed()), started);
+    }
     if let Some(wait) = app.namespaces.get()
         && let Some(namespace) = pending.unknown_namespace()
         && wait.wait_for(&namespace).await
@@ -416,9 +427,18 @@ async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
         Some(_) => pending.render(),
         None => pending.render_not_ready(&app.slot.not_ready_reason()),
     };
+    answer(&app, rendered, started)
+}
+
+/// Sends a rendered review, counted and logged.
+fn answer(
+    app: &App,
+    rendered: Result<Reviewed, admission::ReviewError>,
+    started: Instant,
+) -> Response {
     let reviewed = match rendered {
         Ok(r) => r,
-        Err(e) => return reject(&app, StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return reject(app, StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let elapsed = started.elapsed();
     record(app.metrics(), &reviewed, elapsed);
@@ -430,6 +450,23 @@ async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
         Bytes::from(reviewed.body),
     )
         .into_response()
+}
+
+/// kube-apiserver's webhook timeout when it sends none (`timeoutSeconds` defaults to 10).
+const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a review may wait for a slot: half of the `timeout` kube-apiserver appends to the
+/// URL (`?timeout=10s`: the mutating dispatcher in k8s.io/apiserver's
+/// `pkg/admission/plugin/webhook/mutating/dispatcher.go` calls `r.Timeout(timeoutSeconds)`,
+/// which client-go's REST request sends as that query parameter).
+fn shed_after(query: Option<&str>) -> Duration {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("timeout="))
+        .and_then(|v| humantime::parse_duration(v).ok())
+        .unwrap_or(DEFAULT_WEBHOOK_TIMEOUT)
+        / 2
 }
 
 /// Counts an answered admission and writes its log line.

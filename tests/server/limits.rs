@@ -265,3 +265,60 @@ async fn every_early_rejection_is_read_as_its_status_over_http1_and_http2() {
         assert_eq!(status, 200, "{proto:?}: {review}");
     }
 }
+
+/// When every slot stays busy for half of kube-apiserver's timeout (`?timeout=`), a review is
+/// answered at once, allowed, without a patch and with a warning, instead of timing out; it is
+/// counted as `outcome="overloaded"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_past_half_the_timeout_are_answered_at_once_without_injecting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limits = Limits {
+        body_timeout: Duration::from_secs(20),
+        max_concurrent: 1,
+        ..Limits::default()
+    };
+    let server = start_example("docker-hub", dir.path(), limits).await;
+    // A body that never ends holds the only slot (for 20 s).
+    {
+        let holder = post_chunks(
+            &server,
+            Proto::Http2,
+            "application/json",
+            vec![b' '; 10],
+            true,
+        );
+        tokio::pin!(holder);
+        let checks = async {
+            let c = client(&server.ca_pem, false);
+            // Wait until the holder has the slot: the in-flight gauge says so.
+            eventually("the slot taken", || async {
+                metric_value(&server, "pull_secret_injector_admission_in_flight").await == Some(1.0)
+            })
+            .await;
+            let (status, review) =
+                post_review(&c, &server.url("/mutate?timeout=2s"), hub_review()).await;
+            assert_eq!(status, 200, "{review}");
+            let response = &review["response"];
+            assert_eq!(response["allowed"], true, "{review}");
+            assert!(response.get("patch").is_none(), "{review}");
+            let warning = response["warnings"][0].as_str().unwrap_or_default();
+            assert!(
+        warning.starts_with("pull-secret-injector was busy for ")
+            && warning.ends_with("answered without injecting pull secrets; if this pod cannot pull its images, create it again"),
+        "{review}"
+    );
+            let metrics = reqwest::get(server.metrics_url())
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            assert!(metrics.contains("outcome=\"overloaded\""), "{metrics}");
+        };
+        tokio::select! {
+            answered = &mut holder => panic!("the request holding the slot was answered: {answered:?}"),
+            () = checks => {}
+        }
+    }
+    server.stop().await.expect("clean stop");
+}
