@@ -739,6 +739,17 @@ mod tests {
         );
     }
 
+    /// Found by `fuzz/docker_config`: a number that does not fit an integer must survive
+    /// being written and read again, or a copy's content hash would drift from its source's.
+    #[test]
+    fn what_is_written_reads_back_to_the_same_content() {
+        let legacy = br#"{".uths":{"https://index.docker.ioprivate.jp2.icr.is":{"https://inde":5555555555555555555555555555555555}}}"#;
+        let config = DockerConfig::from_dockercfg(legacy).unwrap();
+        let again = DockerConfig::from_dockerconfigjson(&config.to_dockerconfigjson()).unwrap();
+        assert_eq!(again.content_hash(), config.content_hash());
+        assert_eq!(again.to_dockerconfigjson(), config.to_dockerconfigjson());
+    }
+
     #[test]
     fn debug_never_prints_credentials() {
         let json =
