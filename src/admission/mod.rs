@@ -196,6 +196,7 @@ pub struct Pending {
 struct PatchContext {
     kind: SubjectKind,
     has_pull_secrets: bool,
+    has_metadata: bool,
     has_annotations: bool,
     injected: Option<String>,
 }
@@ -458,6 +459,7 @@ pub fn decide(catalog: &Catalog, view: &dyn ClusterView, request: &Request<'_>) 
         patch: Some(PatchContext {
             kind,
             has_pull_secrets: fields.has_pull_secrets,
+            has_metadata: object.has_metadata,
             has_annotations: subject.annotations.is_some(),
             injected: subject
                 .annotations
@@ -566,8 +568,8 @@ mod wire;
 
 /// The parser this module used before: kube-core's `AdmissionReview<DynamicObject>`, which
 /// builds the whole body. Kept to check that the borrowing parser answers the same.
-#[cfg(test)]
-mod reference;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod reference;
 
 #[cfg(test)]
 mod tests;

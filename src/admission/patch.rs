@@ -47,7 +47,14 @@ pub(super) fn injection_patch(ctx: &PatchContext, names: &[String]) -> Patch {
         }
     }
     let value = Value::String(recorded.join(","));
-    if ctx.has_annotations {
+    if !ctx.has_metadata {
+        // An object without metadata (kube-apiserver always sends it; a hand-made review may
+        // not): `add` into a missing parent fails, so the parent is added whole.
+        ops.push(add(
+            PointerBuf::from_tokens(["metadata"]),
+            serde_json::json!({ "annotations": { INJECTED_ANNOTATION: value } }),
+        ));
+    } else if ctx.has_annotations {
         ops.push(add(
             PointerBuf::from_tokens(["metadata", "annotations", INJECTED_ANNOTATION]),
             value,

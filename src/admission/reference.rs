@@ -20,8 +20,32 @@ pub fn review(
         return Err(ReviewError::Version(parsed.types.api_version));
     }
     let request = parsed.request.ok_or(ReviewError::NoRequest)?;
-    let (response, outcome) = answer(catalog, view, &request);
+    let has_metadata = has_metadata(body);
+    let (response, outcome) = answer(catalog, view, &request, has_metadata);
     render(response, outcome)
+}
+
+/// Whether `request.object.metadata` is there: kube-core defaults it when missing. Read with
+/// everything else ignored, as kube-core's own parse ignores it (a `Value` would also check
+/// the UTF-8 of strings that parse skips).
+fn has_metadata(body: &[u8]) -> bool {
+    use serde::de::IgnoredAny;
+    #[derive(serde::Deserialize)]
+    struct Review {
+        request: Option<Request>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Request {
+        object: Option<Object>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Object {
+        metadata: Option<IgnoredAny>,
+    }
+    serde_json::from_slice::<Review>(body)
+        .ok()
+        .and_then(|r| r.request?.object?.metadata)
+        .is_some()
 }
 
 fn operation_name(op: &Operation) -> &'static str {
@@ -37,6 +61,7 @@ fn answer(
     catalog: &Catalog,
     view: &dyn ClusterView,
     request: &AdmissionRequest<DynamicObject>,
+    has_metadata: bool,
 ) -> (Response, Outcome) {
     let response = Response::allow(&request.uid);
     let object = request.object.as_ref();
@@ -117,6 +142,8 @@ fn answer(
     let ctx = PatchContext {
         kind,
         has_pull_secrets: fields.has_pull_secrets,
+        // kube-core defaults a missing metadata: its presence is read from the body.
+        has_metadata,
         has_annotations: annotations.is_some(),
         injected: annotations
             .and_then(|a| a.get(INJECTED_ANNOTATION))

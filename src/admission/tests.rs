@@ -125,6 +125,27 @@ fn pod_without_pull_secrets_gets_the_array_and_the_annotation_created() {
     assert_eq!(reviewed.outcome.decision.unwrap().copies.len(), 2);
 }
 
+/// Found by `fuzz/patch_applies`: an object without `metadata` (a hand-made review) still gets
+/// a patch that applies, creating `metadata` with the record, and the reference agrees.
+#[test]
+fn an_object_without_metadata_gets_a_patch_that_applies() {
+    let (catalog, state) = setup();
+    let mut object = pod(&["us.icr.io/ns/app:1"], None, None);
+    object.as_object_mut().unwrap().remove("metadata");
+    let reviewed = create_pod(&catalog, &state, object.clone(), false).unwrap();
+    let patched: Pod = serde_json::from_value(apply(&object, &reviewed.response)).unwrap();
+    assert_eq!(pull_secret_names(&patched), ["all-icr-io"]);
+    assert_eq!(
+        patched.metadata.annotations.unwrap()[INJECTED_ANNOTATION],
+        "all-icr-io"
+    );
+    assert_like_reference(
+        &catalog,
+        &state,
+        &review_of("Pod", "pods", "CREATE", object, false),
+    );
+}
+
 #[test]
 fn existing_entries_and_annotations_are_kept_and_extended() {
     let (catalog, state) = setup();

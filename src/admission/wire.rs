@@ -186,6 +186,8 @@ impl Operation {
 #[derive(Debug, Default)]
 pub struct Object<'a> {
     pub metadata: Metadata<'a>,
+    /// Whether `metadata` was there at all: the patch must create it when it was not.
+    pub has_metadata: bool,
     /// `None` when absent; Pods only.
     pub spec: Option<Spec<'a>>,
     /// Top level; ServiceAccounts only.
@@ -221,6 +223,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Object<'a> {
                         }
                         ObjectKey::Metadata => {
                             seen_metadata = true;
+                            object.has_metadata = true;
                             object.metadata = map.next_value()?;
                         }
                         ObjectKey::Spec => {
