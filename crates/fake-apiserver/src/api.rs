@@ -121,8 +121,12 @@ pub(crate) async fn create(
     }
     admission::run_webhooks(core, ctx, info, &namespace, &mut obj).await?;
 
-    if meta_str(&obj, "name").is_empty() && !meta_str(&obj, "generateName").is_empty() {
-        let name = format!("{}{}", meta_str(&obj, "generateName"), name_suffix());
+    let generate_name = match meta_str(&obj, "name") {
+        "" => meta_str(&obj, "generateName").to_string(),
+        _ => String::new(),
+    };
+    if !generate_name.is_empty() {
+        let name = format!("{generate_name}{}", next_suffix(core));
         meta_mut(&mut obj).insert("name".into(), json!(name));
     }
     // What the webhooks' patches left empty is gone once the object is encoded.
@@ -132,9 +136,20 @@ pub(crate) async fn create(
     let meta = meta_mut(&mut obj);
     meta.insert("uid".into(), json!(new_uid()));
     meta.insert("creationTimestamp".into(), json!(now()));
-    let name = meta_str(&obj, "name").to_string();
+    let mut name = meta_str(&obj, "name").to_string();
 
     let mut store = lock(&core.store);
+    // A generated name that collides is drawn again, up to 8 attempts in all, as
+    // genericregistry.Store.createWithGenerateNameRetry does (apiserver
+    // pkg/registry/generic/registry/store.go, maxNameGenerationCreateAttempts); only then
+    // is it AlreadyExists.
+    for _ in 1..MAX_GENERATE_NAME_ATTEMPTS {
+        if generate_name.is_empty() || store.get(info.resource, &namespace, &name).is_none() {
+            break;
+        }
+        name = format!("{generate_name}{}", next_suffix(core));
+        meta_mut(&mut obj).insert("name".into(), json!(name));
+    }
     if store.get(info.resource, &namespace, &name).is_some() {
         return Err(Failure::already_exists(&info.qualified_resource(), &name));
     }
@@ -145,6 +160,17 @@ pub(crate) async fn create(
     }
     Ok(store.put(key(info.resource, &namespace, &name), obj))
 }
+
+/// A scripted suffix if the test left one, else a random one.
+fn next_suffix(core: &Core) -> String {
+    lock(&core.scripted_suffixes)
+        .pop_front()
+        .unwrap_or_else(name_suffix)
+}
+
+/// How many names a `generateName` create tries before it fails (kube's
+/// `maxNameGenerationCreateAttempts`).
+const MAX_GENERATE_NAME_ATTEMPTS: usize = 8;
 
 /// The update path shared by PUT and PATCH; runs under the store lock so that the
 /// resourceVersion check and the write are one step.

@@ -199,6 +199,9 @@ pub(crate) struct Core {
     /// Whether terminating namespaces are emptied and removed moments after their delete, as
     /// kube-controller-manager's namespace controller does (off: tests finish them by hand).
     pub finish_namespaces: std::sync::atomic::AtomicBool,
+    /// Suffixes `generateName` uses before it draws random ones, so that a test can make
+    /// generated names collide.
+    pub scripted_suffixes: Mutex<std::collections::VecDeque<String>>,
 }
 
 impl Core {
@@ -265,6 +268,7 @@ impl FakeApiServer {
             sa_controller: Mutex::new(controllers::SaController::default()),
             sa_wakeup: tokio::sync::Notify::new(),
             finish_namespaces: std::sync::atomic::AtomicBool::new(false),
+            scripted_suffixes: Mutex::default(),
             webhook_identities: Mutex::new(HashMap::new()),
             faults: Mutex::new(faults::Faults::default()),
             shutdown: shutdown_rx,
@@ -367,6 +371,12 @@ impl FakeApiServer {
     /// through admission and emits its watch event.
     pub fn set_default_service_account_delay(&self, delay: std::time::Duration) {
         lock(&self.core.sa_controller).delay = delay;
+    }
+
+    /// The next `generateName` creates get these suffixes, in order, before random ones again:
+    /// a test makes names collide to see the create retried as kube-apiserver retries it.
+    pub fn script_generated_name_suffixes(&self, suffixes: &[&str]) {
+        lock(&self.core.scripted_suffixes).extend(suffixes.iter().map(|s| s.to_string()));
     }
 
     /// While true, every `default` ServiceAccount creation that comes due waits (see

@@ -2842,3 +2842,49 @@ async fn terminating_namespace_refusal_carries_its_cause() {
         )
     );
 }
+
+#[tokio::test]
+async fn a_generated_name_that_collides_is_drawn_again_up_to_eight_times() {
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "app", &[]).await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client, "app");
+    let generated = || -> ConfigMap {
+        typed(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"generateName": "gen-", "namespace": "app"},
+        }))
+    };
+    let create = || async {
+        config_maps
+            .create(&PostParams::default(), &generated())
+            .await
+    };
+
+    server.script_generated_name_suffixes(&["bbbbb", "bbbbb", "ccccc"]);
+    let first = create().await.unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("gen-bbbbb"));
+    let second = create().await.unwrap();
+    assert_eq!(second.metadata.name.as_deref(), Some("gen-ccccc"));
+
+    // Seven collisions and a free eighth name: created.
+    let mut draws = vec!["bbbbb"; 7];
+    draws.push("eeeee");
+    server.script_generated_name_suffixes(&draws);
+    let eighth = create().await.unwrap();
+    assert_eq!(eighth.metadata.name.as_deref(), Some("gen-eeeee"));
+
+    // Eight collisions: kube-apiserver gives up with AlreadyExists, and the ninth draw is
+    // left for the next create.
+    let mut draws = vec!["bbbbb"; 8];
+    draws.push("fffff");
+    server.script_generated_name_suffixes(&draws);
+    let exhausted = status(create().await);
+    assert_eq!(
+        (exhausted.code, exhausted.reason.as_str()),
+        (409, "AlreadyExists")
+    );
+    assert_eq!(exhausted.message, "configmaps \"gen-bbbbb\" already exists");
+    let after = create().await.unwrap();
+    assert_eq!(after.metadata.name.as_deref(), Some("gen-fffff"));
+}
