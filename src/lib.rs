@@ -32,6 +32,7 @@ pub mod inspect;
 pub mod offline;
 pub mod serve;
 pub mod tls;
+pub mod token;
 pub mod verify;
 
 // The command line: flags in, the edges called.

@@ -13,6 +13,7 @@ use crate::registry::glob::Glob;
 use crate::registry::keyring::RegistryKey;
 
 mod names;
+pub mod token;
 mod validate;
 mod verify;
 

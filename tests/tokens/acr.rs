@@ -1,0 +1,1 @@
+//! acr: the provider client's tests (in progress in this commit series).
