@@ -138,7 +138,8 @@ impl Source {
                 path: opened.origin.clone(),
                 source,
             })
-        })?;
+        })?
+        .place_minted(&self.own_namespace);
         let (state, pods) = self
             .cluster(&opened, &config, with_pods)?
             .unwrap_or_default();

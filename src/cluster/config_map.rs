@@ -42,7 +42,9 @@ impl Shared {
         }
         state.seen = Some(fingerprint);
         let parsed = match text {
-            Some(text) => Config::from_raw_yaml(text).map_err(|e| e.to_string()),
+            Some(text) => Config::from_raw_yaml(text)
+                .map(|c| c.place_minted(&self.args.own_namespace))
+                .map_err(|e| e.to_string()),
             None => Err(format!("it has no key {CONFIG_KEY}")),
         };
         match parsed {

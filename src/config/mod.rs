@@ -22,6 +22,8 @@ pub use verify::{Verify, VerifyMode};
 
 /// The ConfigMap data key that holds the configuration.
 pub const CONFIG_KEY: &str = "config.yaml";
+/// The namespace the injector is installed in unless told otherwise (`POD_NAMESPACE`).
+pub const DEFAULT_NAMESPACE: &str = "pull-secret-injector";
 /// The default name of the config ConfigMap (in the injector's own namespace).
 pub const DEFAULT_CONFIG_MAP: &str = "pull-secret-injector";
 /// Namespaces the injector never writes to or injects into, whatever the config says.
@@ -57,6 +59,9 @@ pub struct Credential {
     pub copy_name: Option<String>,
     /// How the credential is verified against its registries.
     pub verify: Verify,
+    /// The provider the injector mints this credential from, when it does; `source` is then
+    /// the managed Secret the minted token is written to.
+    pub token: Option<token::TokenSource>,
 }
 
 impl Credential {
@@ -424,6 +429,20 @@ impl Config {
             ));
         }
         validate::parse(text)
+    }
+
+    /// Puts the managed Secrets of token credentials in the injector's namespace: parsing
+    /// places them in [`DEFAULT_NAMESPACE`], since the config does not say where it is
+    /// installed.
+    pub fn place_minted(mut self, own_namespace: &str) -> Config {
+        for c in &mut self.credentials {
+            if c.token.is_some()
+                && let Source::Secret { namespace, .. } = &mut c.source
+            {
+                *namespace = own_namespace.to_string();
+            }
+        }
+        self
     }
 
     /// Whether a ServiceAccount of this name receives every applicable credential.

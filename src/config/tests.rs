@@ -326,3 +326,131 @@ credentials:
         "{unknown}"
     );
 }
+
+const TOKENS: &str = r#"
+credentials:
+  - name: ecr
+    token:
+      ecr:
+        region: eu-west-1
+        registryIds: ["123456789012"]
+        secret: pull-secret-injector/aws-keys
+    namespaces: {include: ["team-*"]}
+  - name: ecr-irsa
+    token:
+      ecr: {region: us-east-1, webIdentity: {}}
+    namespaces: {include: ["*"]}
+  - name: gar
+    token:
+      gar:
+        registries: [europe-docker.pkg.dev, eu.gcr.io]
+        serviceAccountKey: pull-secret-injector/gar-key
+    namespaces: {include: ["*"]}
+  - name: acr
+    copyName: acr-pull
+    token:
+      acr:
+        registry: myregistry.azurecr.io
+        tenantId: 72f988bf-86f1-41af-91ab-2d7cd011db47
+        workloadIdentity: {clientId: 5b9e6b8f-0000-4000-8000-000000000000}
+        endpoint: http://127.0.0.1:8080
+    namespaces: {include: ["*"]}
+"#;
+
+#[test]
+fn token_credentials_parse_and_their_managed_secret_lives_in_the_injectors_namespace() {
+    let c = Config::from_yaml(TOKENS).unwrap();
+    let ecr = &c.credentials[0];
+    assert_eq!(
+        ecr.token,
+        Some(token::TokenSource::Ecr(token::EcrSpec {
+            region: "eu-west-1".into(),
+            registry_ids: vec!["123456789012".into()],
+            auth: token::AwsAuth::Secret(token::SecretKeyRef {
+                namespace: "pull-secret-injector".into(),
+                name: "aws-keys".into(),
+            }),
+            endpoint: None,
+            sts_endpoint: None,
+        }))
+    );
+    assert_eq!(
+        ecr.source,
+        Source::Secret {
+            namespace: DEFAULT_NAMESPACE.into(),
+            name: "ecr-token".into()
+        }
+    );
+    assert_eq!(ecr.copy_name_for("ecr-token"), "ecr-token");
+    assert!(matches!(
+        &c.credentials[1].token,
+        Some(token::TokenSource::Ecr(token::EcrSpec {
+            auth: token::AwsAuth::WebIdentity {
+                role_arn: None,
+                token_file: None
+            },
+            ..
+        }))
+    ));
+    assert_eq!(
+        c.credentials[2].token.as_ref().map(|t| t.provider()),
+        Some("gar")
+    );
+    assert_eq!(c.credentials[3].copy_name_for("acr-token"), "acr-pull");
+
+    let placed = c.place_minted("psi");
+    assert_eq!(
+        placed.credentials[0].source,
+        Source::Secret {
+            namespace: "psi".into(),
+            name: "ecr-token".into()
+        }
+    );
+}
+
+#[test]
+fn token_problems_say_exactly_what_is_missing() {
+    let got = problems(
+        r#"
+credentials:
+  - name: a
+    token: {}
+    namespaces: {include: ["*"]}
+  - name: b
+    secret: x/y
+    token: {ecr: {region: eu-west-1, webIdentity: {}}}
+    namespaces: {include: ["*"]}
+  - name: c
+    token:
+      ecr:
+        region: Europe
+        registryIds: ["12345"]
+        webIdentity: {roleArn: "role/x"}
+        endpoint: http://ecr.example.com
+    namespaces: {include: ["*"]}
+  - name: d
+    token: {gar: {registries: ["https://eu.gcr.io/x"]}}
+    namespaces: {include: ["*"]}
+  - name: e
+    token: {acr: {clientSecret: nons, workloadIdentity: {}}}
+    namespaces: {include: ["*"]}
+  - name: f
+    token: {ecr: {region: eu-west-1, secret: ns/k}, gar: {registries: [eu.gcr.io], serviceAccountKey: ns/k}}
+    namespaces: {include: ["*"]}
+"#,
+    );
+    let want = [
+        "credentials[0] (a): token: names no provider: give one of ecr, gar, acr",
+        "credentials[1] (b): secret: several sources: set exactly one of secret, secretSelector, localSecretSelector, token",
+        "credentials[2] (c): token.ecr.region: \"Europe\" is not an AWS region name (for example eu-west-1)",
+        "credentials[2] (c): token.ecr.registryIds[0]: \"12345\" is not an AWS account id (12 digits)",
+        "credentials[2] (c): token.ecr.webIdentity.roleArn: \"role/x\" is not an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
+        "credentials[2] (c): token.ecr.endpoint: \"http://ecr.example.com\" must use https: plain http is accepted only to localhost",
+        "credentials[3] (d): token.gar.registries[0]: \"https://eu.gcr.io/x\": give the registry host alone (europe-docker.pkg.dev), without scheme or path",
+        "credentials[3] (d): token.gar.serviceAccountKey: no credentials: give serviceAccountKey (a Secret with key.json) or workloadIdentity (an external-account credentials file)",
+        "credentials[4] (e): token.acr.registry: is required (for example myregistry.azurecr.io)",
+        "credentials[4] (e): token.acr.clientSecret: give either clientSecret or workloadIdentity, not both",
+        "credentials[5] (f): token: names several providers: give exactly one of ecr, gar, acr",
+    ];
+    assert_eq!(got, want);
+}

@@ -7,10 +7,11 @@ use serde::Deserialize;
 use serde::de::DeserializeSeed;
 
 use super::names::{check_dns_label, check_dns_subdomain, check_label_key, check_label_value};
+use super::token::{RawToken, TokenSource, managed_secret_name};
 use super::verify::RawVerify;
 use super::{
-    Config, ConfigError, Credential, LabelSelector, NamespaceScope, Problem, Requirement, Source,
-    Verify,
+    Config, ConfigError, Credential, DEFAULT_NAMESPACE, LabelSelector, NamespaceScope, Problem,
+    Requirement, Source, Verify,
 };
 use crate::registry::glob::Glob;
 use crate::registry::keyring::{KeyError, RegistryKey};
@@ -231,6 +232,7 @@ struct RawCredential {
     namespaces: Option<RawNamespaces>,
     copy_name: Option<String>,
     verify: Option<RawVerify>,
+    token: Option<RawToken>,
 }
 
 #[derive(Deserialize)]
@@ -385,23 +387,36 @@ fn validate_credential(
         rc.secret.is_some(),
         rc.secret_selector.is_some(),
         rc.local_secret_selector.is_some(),
+        rc.token.is_some(),
     ]
     .iter()
     .filter(|b| **b)
     .count();
+    let mut token: Option<TokenSource> = None;
     let source = match given {
         0 => {
             out.push(
                 "secret",
-                "no source: set exactly one of secret, secretSelector, localSecretSelector",
+                "no source: set exactly one of secret, secretSelector, localSecretSelector, token",
             );
             None
         }
-        1 => source_of(rc.secret, rc.secret_selector, rc.local_secret_selector, out),
+        1 => match rc.token {
+            // A minted token is a Secret like any other once written: the injector's own
+            // namespace holds it (placed by `Config::place_minted`).
+            Some(raw) => {
+                token = raw.resolve(&mut |field, message| out.push(field, message));
+                token.as_ref().map(|_| Source::Secret {
+                    namespace: DEFAULT_NAMESPACE.to_string(),
+                    name: managed_secret_name(&name),
+                })
+            }
+            None => source_of(rc.secret, rc.secret_selector, rc.local_secret_selector, out),
+        },
         _ => {
             out.push(
                 "secret",
-                "several sources: set exactly one of secret, secretSelector, localSecretSelector",
+                "several sources: set exactly one of secret, secretSelector, localSecretSelector, token",
             );
             None
         }
@@ -462,6 +477,7 @@ fn validate_credential(
         namespaces: namespaces?,
         copy_name: rc.copy_name,
         verify,
+        token,
     })
 }
 

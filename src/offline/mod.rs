@@ -49,7 +49,7 @@ pub fn render(format: Format, value: &impl Serialize) -> String {
 }
 
 /// The namespace the injector runs in when `POD_NAMESPACE` is not set.
-pub const DEFAULT_OWN_NAMESPACE: &str = "pull-secret-injector";
+pub const DEFAULT_OWN_NAMESPACE: &str = crate::config::DEFAULT_NAMESPACE;
 
 /// A failure that stops a command; the message names the file or object and the cause.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +94,7 @@ pub fn review(
     own_namespace: &str,
     input: &str,
 ) -> Result<Output, CliError> {
-    let config = load_config(config)?;
+    let config = load_config(config)?.place_minted(own_namespace);
     let state = load_cluster(cluster)?;
     let body = if input == "-" {
         let mut buf = Vec::new();
