@@ -133,13 +133,14 @@ impl Source {
     /// The config, which must be valid, and the cluster (empty when none was given).
     fn load(&self, with_pods: bool) -> Result<Loaded, CliError> {
         let opened = self.open()?;
-        let config = Config::from_yaml(&opened.text).map_err(|source| {
-            CliError::Input(crate::inputs::InputError::Config {
-                path: opened.origin.clone(),
-                source,
-            })
-        })?
-        .place_minted(&self.own_namespace);
+        let config = Config::from_yaml(&opened.text)
+            .map_err(|source| {
+                CliError::Input(crate::inputs::InputError::Config {
+                    path: opened.origin.clone(),
+                    source,
+                })
+            })?
+            .place_minted(&self.own_namespace);
         let (state, pods) = self
             .cluster(&opened, &config, with_pods)?
             .unwrap_or_default();

@@ -250,7 +250,11 @@ impl RawEcr {
         };
         let region = match self.region {
             None => {
-                bad("region", "is required (for example eu-west-1)".into(), problem);
+                bad(
+                    "region",
+                    "is required (for example eu-west-1)".into(),
+                    problem,
+                );
                 String::new()
             }
             Some(r) if !is_aws_region(&r) => {
@@ -310,7 +314,8 @@ impl RawEcr {
             );
         }
         let endpoint = endpoint_checked(self.endpoint, "token.ecr.endpoint", problem, &mut ok);
-        let sts_endpoint = endpoint_checked(self.sts_endpoint, "token.ecr.stsEndpoint", problem, &mut ok);
+        let sts_endpoint =
+            endpoint_checked(self.sts_endpoint, "token.ecr.stsEndpoint", problem, &mut ok);
         let auth = auth?;
         ok.then_some(EcrSpec {
             region,
@@ -395,7 +400,10 @@ impl RawAcr {
             }
         };
         if let Some(t) = &self.tenant_id
-            && (t.is_empty() || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+            && (t.is_empty()
+                || !t
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
         {
             problem(
                 "token.acr.tenantId".into(),
@@ -404,8 +412,9 @@ impl RawAcr {
             ok = false;
         }
         let auth = match (self.client_secret, self.workload_identity) {
-            (Some(secret), None) => secret_ref(&secret, "token.acr.clientSecret", problem)
-                .map(AzureAuth::ClientSecret),
+            (Some(secret), None) => {
+                secret_ref(&secret, "token.acr.clientSecret", problem).map(AzureAuth::ClientSecret)
+            }
             (None, Some(w)) => Some(AzureAuth::WorkloadIdentity {
                 client_id: w.client_id,
                 token_file: w.token_file,
@@ -492,7 +501,10 @@ fn secret_ref(reference: &str, field: &str, problem: &mut Problems<'_>) -> Optio
         ok = false;
     }
     if let Err(why) = super::check_dns_subdomain(name) {
-        problem(field.to_string(), format!("name {name:?} is invalid: {why}"));
+        problem(
+            field.to_string(),
+            format!("name {name:?} is invalid: {why}"),
+        );
         ok = false;
     }
     ok.then(|| SecretKeyRef {
@@ -524,9 +536,13 @@ fn registry_host(host: &str) -> Result<(), String> {
 fn is_aws_region(region: &str) -> bool {
     let parts: Vec<&str> = region.split('-').collect();
     parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
         && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
-        && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
         && parts[0].bytes().all(|b| b.is_ascii_lowercase())
 }

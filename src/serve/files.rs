@@ -73,11 +73,12 @@ impl FileSource {
             }
             *seen = Some(fingerprint);
         }
-        let config = Config::from_yaml(&config_text).map_err(|source| InputError::Config {
-            path: self.config.display().to_string(),
-            source,
-        })?
-        .place_minted(&self.own_namespace);
+        let config = Config::from_yaml(&config_text)
+            .map_err(|source| InputError::Config {
+                path: self.config.display().to_string(),
+                source,
+            })?
+            .place_minted(&self.own_namespace);
         let mut state = ClusterState::new();
         for (name, (_, text, _)) in names.iter().zip(&manifests) {
             state.load_manifests(name, text)?;

@@ -20,6 +20,10 @@
 //! `failurePolicy` then decides about. `/apis`, `/apis/admissionregistration.k8s.io` and
 //! `/apis/admissionregistration.k8s.io/v1` answer discovery.
 //!
+//! Leases (`/apis/coordination.k8s.io/v1/namespaces/{ns}/leases`) are served the same way, with
+//! `ValidateLeaseSpec`'s checks on the numbers and the resourceVersion precondition leader
+//! electors rely on (a replace from a stale read is 409 Conflict).
+//!
 //! Objects are stored as kube encodes them: `stringData` folded into `data`, nulls and empty
 //! maps and lists (all `omitempty`) left out. Strategic merge follows apimachinery's
 //! `strategicpatch` with the struct tags of every list of the served types, and apply merges

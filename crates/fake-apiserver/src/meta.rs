@@ -47,6 +47,7 @@ fn qualify(name: &str, group: &str) -> String {
 }
 
 pub(crate) const ADMISSIONREGISTRATION: &str = "admissionregistration.k8s.io";
+pub(crate) const COORDINATION: &str = "coordination.k8s.io";
 
 pub(crate) const RESOURCES: &[ResourceInfo] = &[
     ResourceInfo {
@@ -89,6 +90,13 @@ pub(crate) const RESOURCES: &[ResourceInfo] = &[
         version: "v1",
         resource: "events",
         kind: "Event",
+        namespaced: true,
+    },
+    ResourceInfo {
+        group: COORDINATION,
+        version: "v1",
+        resource: "leases",
+        kind: "Lease",
         namespaced: true,
     },
     ResourceInfo {

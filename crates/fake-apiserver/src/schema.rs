@@ -7,7 +7,7 @@
 //! The table was written from `k8s.io/api` v0.36.0 (`core/v1/types.go`,
 //! `admissionregistration/v1/types.go`) and `k8s.io/apimachinery` v0.36.0
 //! (`pkg/apis/meta/v1/types.go`, ObjectMeta), walking every field reachable from Namespace,
-//! Secret, ServiceAccount, ConfigMap, Pod, Event and MutatingWebhookConfiguration. It lists only
+//! Secret, ServiceAccount, ConfigMap, Pod, Event, Lease and MutatingWebhookConfiguration. It lists only
 //! what is not the default: a list without `patchStrategy` is replaced whole by a strategic
 //! merge patch, and a list without `+listType` (or with `atomic`) is replaced whole by apply.
 //! `status` is left out: the fake, like kube, keeps a Pod's and a Namespace's status across

@@ -20,6 +20,7 @@ pub(crate) fn check_typed(kind: &str, obj: &Value) -> Result<(), String> {
         "ConfigMap" => de::<core::ConfigMap>(obj),
         "Pod" => de::<core::Pod>(obj),
         "Event" => de::<core::Event>(obj),
+        "Lease" => de::<k8s_openapi::api::coordination::v1::Lease>(obj),
         "MutatingWebhookConfiguration" => {
             de::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>(obj)
         }
@@ -212,6 +213,35 @@ fn errors_of(info: &ResourceInfo, obj: &Value) -> Vec<FieldError> {
     }
     if info.kind == "MutatingWebhookConfiguration" {
         errors.extend(webhook_errors(obj));
+    }
+    if info.kind == "Lease" {
+        errors.extend(lease_errors(obj));
+    }
+    errors
+}
+
+/// `ValidateLeaseSpec` (`pkg/apis/coordination/validation/validation.go`): the numbers a
+/// leader elector writes.
+fn lease_errors(obj: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let spec = &obj["spec"];
+    if let Some(d) = spec["leaseDurationSeconds"].as_i64()
+        && d <= 0
+    {
+        errors.push(FieldError::invalid(
+            "spec.leaseDurationSeconds",
+            json!(d),
+            "must be greater than 0",
+        ));
+    }
+    if let Some(t) = spec["leaseTransitions"].as_i64()
+        && t < 0
+    {
+        errors.push(FieldError::invalid(
+            "spec.leaseTransitions",
+            json!(t),
+            "must be greater than or equal to 0",
+        ));
     }
     errors
 }

@@ -2888,3 +2888,62 @@ async fn a_generated_name_that_collides_is_drawn_again_up_to_eight_times() {
     let after = create().await.unwrap();
     assert_eq!(after.metadata.name.as_deref(), Some("gen-fffff"));
 }
+
+#[tokio::test]
+async fn leases_are_served_with_optimistic_concurrency_as_leader_electors_use_them() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let server = FakeApiServer::start().await;
+    let client = admin(&server).await;
+    make_namespace(&server, "app", &[]).await;
+    let leases: Api<Lease> = Api::namespaced(client, "app");
+    let lease: Lease = typed(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "minter", "namespace": "app"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15,
+                 "renewTime": "2026-12-02T07:00:00.000000Z", "leaseTransitions": 0},
+    }));
+    let created = leases.create(&PostParams::default(), &lease).await.unwrap();
+    let spec = created.spec.clone().unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("a"));
+    assert!(spec.renew_time.is_some());
+
+    // Two electors replace from the same read: the second is a 409 Conflict.
+    let mut first = created.clone();
+    first.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    leases
+        .replace("minter", &PostParams::default(), &first)
+        .await
+        .unwrap();
+    let mut second = created;
+    second.spec.as_mut().unwrap().holder_identity = Some("c".into());
+    let conflict = status(
+        leases
+            .replace("minter", &PostParams::default(), &second)
+            .await,
+    );
+    assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        leases
+            .get("minter")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .holder_identity
+            .as_deref(),
+        Some("b")
+    );
+
+    let mut bad = lease.clone();
+    bad.metadata.name = Some("bad".into());
+    bad.spec.as_mut().unwrap().lease_duration_seconds = Some(0);
+    let invalid = status(leases.create(&PostParams::default(), &bad).await);
+    assert_eq!((invalid.code, invalid.reason.as_str()), (422, "Invalid"));
+    assert!(
+        invalid
+            .message
+            .contains("spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"),
+        "{}",
+        invalid.message
+    );
+}
