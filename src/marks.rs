@@ -28,6 +28,23 @@ pub const INJECTED_ANNOTATION: &str = "pull-secret-injector/injected";
 /// Label or annotation that opts a namespace or object out when set to `"false"`.
 pub const OPT_OUT_KEY: &str = "pull-secret-injector/inject";
 
+// The marks of a managed token Secret (the minter writes them, the catalog reads the
+// expired mark).
+/// Annotation: when the stored token expires (RFC 3339).
+pub const EXPIRES_ANNOTATION: &str = "pull-secret-injector/token-expires-at";
+/// Annotation: when the stored token is due for refresh (RFC 3339); jittered once, at mint
+/// time, so that a replica taking over keeps the same schedule.
+pub const REFRESH_ANNOTATION: &str = "pull-secret-injector/token-refresh-at";
+/// Annotation: a hash of the token source it was minted from; a changed source mints anew.
+pub const SPEC_ANNOTATION: &str = "pull-secret-injector/token-spec";
+/// Annotation: the provider (`ecr`, `gar`, `acr`).
+pub const PROVIDER_ANNOTATION: &str = "pull-secret-injector/token-provider";
+/// Annotation present once the token has expired and minting still fails: the catalog stops
+/// injecting the credential and says why. Its value is the last failure.
+pub const EXPIRED_ANNOTATION: &str = "pull-secret-injector/token-expired";
+/// Label on managed token Secrets: the credential they are minted for.
+pub const MINTED_FOR_LABEL: &str = "pull-secret-injector/minted-for";
+
 /// Longest credential annotation read: credential names are DNS labels.
 const MAX_CREDENTIAL_LEN: usize = 63;
 /// Longest source annotation read: a namespace (63), `/` and a Secret name (253).

@@ -114,6 +114,15 @@ pub struct Metrics {
     watch_errors: Family<WatchLabels, Counter>,
     watch_synced: Family<WatchLabels, Gauge>,
     oldest_stale_copy: Gauge,
+    token_expiry: Family<CredentialLabels, Gauge>,
+    token_mints: Family<MintLabels, Counter>,
+    token_minter: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MintLabels {
+    credential: String,
+    result: &'static str,
 }
 
 fn result_label(ok: bool) -> ResultLabels {
@@ -243,6 +252,24 @@ impl Metrics {
              behind the resync interval",
             watch_synced.clone(),
         );
+        let token_expiry = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "token_expiry_timestamp_seconds",
+            "When the token minted for a credential stops working, as Unix time",
+            token_expiry.clone(),
+        );
+        let token_mints = Family::<MintLabels, Counter>::default();
+        registry.register(
+            "token_mints",
+            "Token mints by credential and result (success, or why it failed: config, rejected, unreachable, protocol, write)",
+            token_mints.clone(),
+        );
+        let token_minter = Gauge::default();
+        registry.register(
+            "token_minter",
+            "1 while this replica holds the minting Lease",
+            token_minter.clone(),
+        );
         let oldest_stale_copy = Gauge::default();
         registry.register(
             "oldest_stale_copy_seconds",
@@ -276,6 +303,9 @@ impl Metrics {
             watch_errors,
             watch_synced,
             oldest_stale_copy,
+            token_expiry,
+            token_mints,
+            token_minter,
         }
     }
 
@@ -338,6 +368,37 @@ impl Metrics {
                     .set(*at);
             }
         }
+    }
+
+    /// Sets when a credential's minted token expires (Unix seconds).
+    pub fn set_token_expiry(&self, credential: &str, at: i64) {
+        self.token_expiry
+            .get_or_create(&CredentialLabels {
+                credential: credential.to_string(),
+            })
+            .set(at);
+    }
+
+    /// Forgets the expiry of a credential no longer minted.
+    pub fn forget_token_expiry(&self, credential: &str) {
+        self.token_expiry.remove(&CredentialLabels {
+            credential: credential.to_string(),
+        });
+    }
+
+    /// Counts one mint by credential and result.
+    pub fn token_mint(&self, credential: &str, result: &'static str) {
+        self.token_mints
+            .get_or_create(&MintLabels {
+                credential: credential.to_string(),
+                result,
+            })
+            .inc();
+    }
+
+    /// Whether this replica is the one minting.
+    pub fn set_token_minter(&self, leading: bool) {
+        self.token_minter.set(i64::from(leading));
     }
 
     /// Counts one registry probe by its result.

@@ -56,6 +56,7 @@ impl Shared {
                     .config_accepted(&format!("ConfigMap {}", self.config_map_ref()), &config);
                 self.follow_config(&config);
                 self.rebuild.notify_one();
+                self.tokens_changed.notify_one();
                 self.triggers.backfill_all();
             }
             Err(reason) => {

@@ -13,6 +13,7 @@ mod events;
 mod mock;
 pub mod reconcile;
 pub mod self_signed;
+pub mod tokens;
 mod verification;
 mod watches;
 pub mod writer;
@@ -181,6 +182,8 @@ pub(crate) struct Shared {
     prepared: Mutex<Option<BTreeSet<(String, String, String)>>>,
     /// The registries glob keys reached at admission, for the verifier.
     glob_registries: Mutex<verification::GlobRegistries>,
+    /// Wakes the token minter when a new config is accepted.
+    tokens_changed: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -286,12 +289,56 @@ pub async fn start(args: ClusterArgs, slot: Arc<Slot>) -> Result<ClusterHandle, 
             Arc::new(verification::ClusterHooks(shared.clone())),
             shared.metrics.clone(),
         )),
+        tokio::spawn(mint_tokens(shared.clone())),
     ];
     Ok(ClusterHandle {
         shared,
         copier,
         tasks,
     })
+}
+
+/// Runs the token minter of this replica (idle while no credential is minted).
+async fn mint_tokens(shared: Arc<Shared>) {
+    let providers = match tokens::Providers::new() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "token credentials cannot be minted");
+            return;
+        }
+    };
+    let identity = std::env::var("POD_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("pull-secret-injector-{}", std::process::id()));
+    let minter = tokens::Minter::new(
+        shared.client.clone(),
+        tokens::MinterSettings {
+            namespace: shared.args.own_namespace.clone(),
+            identity,
+        },
+        Arc::new(providers),
+        Arc::new(TokenNotices(shared.clone())),
+        shared.metrics.clone(),
+        Box::new(|| {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u8(0);
+            (h.finish() % 2001) as f64 / 1000.0 - 1.0
+        }),
+    );
+    let changed = shared.tokens_changed.clone();
+    let config = move || lock(&shared.config).good.as_ref().map(|(c, _)| c.clone());
+    tokens::run(minter, config, changed).await;
+}
+
+/// The minter's Warnings, as Events on the ConfigMap.
+struct TokenNotices(Arc<Shared>);
+
+impl tokens::Notices for TokenNotices {
+    fn warn(&self, reason: &'static str, message: String) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(self.0.post_event(reason, message))
+    }
 }
 
 impl Shared {
@@ -320,6 +367,7 @@ impl Shared {
             feeds: Mutex::new(HashMap::new()),
             prepared: Mutex::new(None),
             glob_registries: Mutex::new(Default::default()),
+            tokens_changed: Arc::new(Notify::new()),
         }
     }
 

@@ -272,6 +272,30 @@ fn prepare(
 ) -> Result<PreparedSource, CredentialProblem> {
     let namespace = secret.metadata.namespace.clone().unwrap_or_default();
     let name = secret.metadata.name.clone().unwrap_or_default();
+    // A minted token past its expiry, which the minter could not replace, would fail every
+    // pull it is attached to (even of public images): it is not spread, and pods are told.
+    if let Some(token) = &credential.token
+        && let Some(why) = secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::marks::EXPIRED_ANNOTATION))
+    {
+        return Err(CredentialProblem {
+            reason: WarningReason::SourceInvalid,
+            message: format!(
+                "credential {}: its {} token in {namespace}/{name} has expired and minting a new one fails ({why})",
+                credential.name,
+                token.provider()
+            ),
+            keys: crate::registry::dockerconfig::registry_keys_of(secret).map(|keys| {
+                keys.iter()
+                    .filter_map(|k| RegistryKey::parse(k).ok())
+                    .collect()
+            }),
+            source: Some(format!("{namespace}/{name}")),
+        });
+    }
     let full = DockerConfig::from_secret(secret).map_err(|e| CredentialProblem {
         reason: WarningReason::SourceInvalid,
         message: format!("credential {}: {e}", credential.name),

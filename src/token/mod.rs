@@ -12,6 +12,7 @@ use crate::config::token::TokenSource;
 pub mod acr;
 pub mod ecr;
 pub mod gar;
+pub mod schedule;
 
 /// What a provider minted: one docker auth per registry host, all valid until `expires_at`.
 #[derive(Clone, PartialEq)]
