@@ -5,3 +5,4 @@
 mod acr;
 mod ecr;
 mod gar;
+mod refresh;
