@@ -327,6 +327,12 @@ async fn mint_tokens(shared: Arc<Shared>) {
             (h.finish() % 2001) as f64 / 1000.0 - 1.0
         }),
     );
+    let index = shared.index.clone();
+    let own = shared.args.own_namespace.clone();
+    let minter = minter.observing(Arc::new(move |name: &str| {
+        crate::view::ClusterView::secret(&*index.read(), &own, name)
+            .and_then(|s| s.metadata.resource_version.clone())
+    }));
     let changed = shared.tokens_changed.clone();
     let config = move || lock(&shared.config).good.as_ref().map(|(c, _)| c.clone());
     tokens::run(minter, config, changed).await;

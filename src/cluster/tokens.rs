@@ -93,6 +93,10 @@ pub trait Notices: Send + Sync {
     fn warn(&self, reason: &'static str, message: String) -> BoxFuture<'_, ()>;
 }
 
+/// The resourceVersion a watch last saw of a managed Secret (`None`: absent), so that a Secret
+/// edited or deleted by someone else is read again rather than trusted from memory.
+pub type Observe = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Who the minter is and where it works.
 #[derive(Debug, Clone)]
 pub struct MinterSettings {
@@ -130,6 +134,7 @@ pub struct Minter {
     lease_version: Option<String>,
     states: BTreeMap<String, CredentialState>,
     jitter: Box<dyn FnMut() -> f64 + Send + Sync>,
+    observe: Option<Observe>,
 }
 
 impl Minter {
@@ -154,7 +159,15 @@ impl Minter {
             lease_version: None,
             states: BTreeMap::new(),
             jitter,
+            observe: None,
         }
+    }
+
+    /// Reads managed Secrets again whenever `observe` reports a version other than the one
+    /// last written or read (cluster mode: the source watch's index).
+    pub fn observing(mut self, observe: Observe) -> Self {
+        self.observe = Some(observe);
+        self
     }
 
     /// Whether this replica held the Lease at its last pass.
@@ -356,6 +369,14 @@ impl Minter {
         state: &mut CredentialState,
         now: SystemTime,
     ) -> SystemTime {
+        if state.loaded
+            && let Some(observe) = &self.observe
+            && observe(name) != state.resource_version
+        {
+            // Edited or deleted by someone else, or a watch still behind our own write: a
+            // read settles which.
+            state.loaded = false;
+        }
         if !state.loaded {
             match secrets.get_opt(name).await {
                 Ok(found) => {

@@ -387,3 +387,51 @@ async fn no_token_credential_no_lease() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn a_managed_secret_edited_or_deleted_by_someone_else_is_read_again() {
+    let s = setup().await;
+    let script = Arc::new(Script::default());
+    let notices = Arc::new(Recorded::default());
+    let (m, _) = minter(&s, "replica-a", &script, &notices);
+    // What the source watch would report of the managed Secret's version.
+    let watched: Arc<Mutex<Option<String>>> = Arc::default();
+    let seen = watched.clone();
+    let mut m = m.observing(Arc::new(move |_name: &str| seen.lock().unwrap().clone()));
+    let secrets = Api::<Secret>::namespaced(s.client.clone(), NS);
+    let report = |secret: Option<&Secret>| {
+        *watched.lock().unwrap() = secret.and_then(|s| s.metadata.resource_version.clone());
+    };
+
+    m.tick(&s.config, t(0)).await;
+    report(Some(&stored(&s).await));
+    m.tick(&s.config, t(5)).await;
+    assert_eq!(script.calls(), 1);
+
+    // An admin moves the refresh time to now: read again, due, minted.
+    let patch = serde_json::json!({"metadata": {"annotations": {
+        REFRESH_ANNOTATION: humantime::format_rfc3339_seconds(t(10)).to_string(),
+    }}});
+    let edited = secrets
+        .patch(
+            "ecr-token",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    report(Some(&edited));
+    m.tick(&s.config, t(10)).await;
+    assert_eq!(script.calls(), 2);
+    assert_eq!(password(&stored(&s).await), "token-2");
+
+    // Deleted: minted again into a new Secret.
+    secrets
+        .delete("ecr-token", &Default::default())
+        .await
+        .unwrap();
+    report(None);
+    m.tick(&s.config, t(15)).await;
+    assert_eq!(script.calls(), 3);
+    assert_eq!(password(&stored(&s).await), "token-3");
+}
