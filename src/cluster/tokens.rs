@@ -727,7 +727,7 @@ mod tests {
             &dockerconfigjson(&minted),
         )
         .unwrap();
-        let keys: Vec<&str> = parsed.keys().map(|k| k.as_str()).collect();
+        let keys: Vec<&str> = parsed.keys().collect();
         assert_eq!(keys, ["123456789012.dkr.ecr.eu-west-1.amazonaws.com"]);
         let json: serde_json::Value = serde_json::from_slice(&dockerconfigjson(&minted)).unwrap();
         assert_eq!(

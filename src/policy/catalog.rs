@@ -282,7 +282,7 @@ fn prepare(
             .and_then(|a| a.get(crate::marks::EXPIRED_ANNOTATION))
     {
         return Err(CredentialProblem {
-            reason: WarningReason::SourceInvalid,
+            reason: WarningReason::TokenExpired,
             message: format!(
                 "credential {}: its {} token in {namespace}/{name} has expired and minting a new one fails ({why})",
                 credential.name,

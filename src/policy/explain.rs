@@ -85,6 +85,11 @@ pub enum WhyNot {
         /// The parse error.
         detail: String,
     },
+    /// Its minted token has expired and minting a new one fails.
+    TokenExpired {
+        /// When, and the last failure.
+        detail: String,
+    },
     /// The source holds no entry the credential's `registries` select.
     SourceEmpty {
         /// Which source.
@@ -167,6 +172,7 @@ impl WhyNot {
             WhyNot::SourceMissing { detail }
             | WhyNot::SourceInvalid { detail }
             | WhyNot::SourceEmpty { detail }
+            | WhyNot::TokenExpired { detail }
             | WhyNot::LocalSecretInvalid { detail } => detail.clone(),
             WhyNot::NoLocalSecret { selector } => format!(
                 "no secret in namespace {namespace} matches its localSecretSelector ({selector})"
@@ -338,6 +344,7 @@ impl Catalog {
             return not(match p.reason {
                 WarningReason::SourceInvalid => WhyNot::SourceInvalid { detail },
                 WarningReason::SourceEmpty => WhyNot::SourceEmpty { detail },
+                WarningReason::TokenExpired => WhyNot::TokenExpired { detail },
                 _ => WhyNot::SourceMissing { detail },
             });
         }

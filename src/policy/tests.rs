@@ -823,3 +823,53 @@ fn glob_keys_report_the_concrete_registries_they_reached() {
         ]
     );
 }
+
+#[test]
+fn a_minted_token_is_injected_until_it_is_marked_expired_and_then_the_pod_is_told_why() {
+    const ECR: &str = r#"
+credentials:
+  - name: ecr
+    token:
+      ecr: {region: eu-west-1, registryIds: ["123456789012"], webIdentity: {}}
+    namespaces: {include: ["team-*"]}
+"#;
+    let host = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+    let image = format!("{host}/team/app:1");
+    let mut state = ClusterState::new();
+    state.insert_secret(pull_secret(
+        "pull-secret-injector",
+        "ecr-token",
+        &[host],
+        &[],
+    ));
+    let c = catalog(ECR, &state);
+    let d = c.explain(&pod(&[&image], &[]), &ns("team-a", &[]), &state, false);
+    assert_eq!(d.add, ["ecr-token"]);
+    assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+
+    let mut expired = pull_secret("pull-secret-injector", "ecr-token", &[host], &[]);
+    expired.metadata.annotations = Some(
+        [(
+            crate::marks::EXPIRED_ANNOTATION.to_string(),
+            "https://api.ecr.eu-west-1.amazonaws.com/ unreachable: connection refused".to_string(),
+        )]
+        .into(),
+    );
+    state.insert_secret(expired);
+    let c = catalog(ECR, &state);
+    let d = c.explain(&pod(&[&image], &[]), &ns("team-a", &[]), &state, false);
+    assert!(
+        d.add.is_empty(),
+        "an expired token is not spread: {:?}",
+        d.add
+    );
+    assert_eq!(reasons(&d), [WarningReason::TokenExpired]);
+    assert_eq!(
+        d.warnings[0].message,
+        "pull-secret-injector: credential ecr not injected: its registry token has expired and a new one cannot be minted now; ask your cluster admin"
+    );
+    assert_eq!(
+        d.warnings[0].detail.as_deref().unwrap(),
+        "credential ecr: its ecr token in pull-secret-injector/ecr-token has expired and minting a new one fails (https://api.ecr.eu-west-1.amazonaws.com/ unreachable: connection refused)"
+    );
+}

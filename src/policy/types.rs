@@ -25,6 +25,8 @@ pub enum WarningReason {
     SourceInvalid,
     /// A source secret holds no entry the credential's `registries` select.
     SourceEmpty,
+    /// A minted token has expired and no new one could be minted.
+    TokenExpired,
     /// The copy's name is taken by a secret the injector does not manage.
     NameTaken,
     /// Two credentials want the same copy name with different content.
@@ -51,6 +53,7 @@ impl WarningReason {
             WarningReason::InvalidImage => "invalid_image",
             WarningReason::SourceMissing => "source_missing",
             WarningReason::SourceInvalid => "source_invalid",
+            WarningReason::TokenExpired => "token_expired",
             WarningReason::SourceEmpty => "source_empty",
             WarningReason::NameTaken => "name_taken",
             WarningReason::CopyConflict => "copy_conflict",
@@ -101,6 +104,9 @@ impl WarningReason {
         match self {
             WarningReason::SourceMissing => "its source secret does not exist",
             WarningReason::SourceInvalid => "its source secret is not a valid pull secret",
+            WarningReason::TokenExpired => {
+                "its registry token has expired and a new one cannot be minted now"
+            }
             WarningReason::SourceEmpty => {
                 "its source secret holds no entry for the registries it serves"
             }
