@@ -4,4 +4,5 @@
 
 mod acr;
 mod ecr;
+mod fakes;
 mod gar;
