@@ -225,6 +225,29 @@ async fn a_malformed_key_json_is_a_config_error_naming_the_field() {
     );
 }
 
+#[tokio::test]
+async fn a_token_endpoint_that_does_not_answer_is_unreachable() {
+    // Nothing listens on a port just closed: the connection is refused.
+    let (listener, base) = crate::fakes::bind().await;
+    drop(listener);
+    let url = format!("{base}/token?from=test");
+    let err = mint_with_key(
+        &spec(key_auth(), None),
+        key_json(&rsa_keys()[0].private_pem, &url),
+        SystemTime::now(),
+    )
+    .await
+    .unwrap_err();
+    match &err {
+        MintError::Unreachable { endpoint, detail } => {
+            assert_eq!(endpoint, &format!("{base}/token"));
+            assert!(detail.starts_with("cannot connect"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_no_key_material(&err);
+}
+
 /// An external_account JSON (AIP-4117) reading `token_file`, in `dir`.
 fn external_account(
     dir: &tempfile::TempDir,
