@@ -186,7 +186,10 @@ fn assertion(key: &ServiceAccountKey, audience: &str, now: SystemTime) -> Result
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some(key.private_key_id.clone());
     jsonwebtoken::encode(&header, &claims(key, audience, now), &signing_key)
-        .map_err(|e| format!("gar: cannot sign the assertion: {e}"))
+        // ring refuses some keys only when signing (shorter than 2048 bits, say).
+        .map_err(|e| {
+            format!("gar: {KEY_JSON} of the key Secret: field private_key cannot sign: {e}")
+        })
 }
 
 fn token_answer(

@@ -7,12 +7,14 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use super::{ASSERTION_LIFETIME, AccessToken, SCOPE, optional, required, token_answer};
+use super::{AccessToken, SCOPE, optional, required, token_answer};
 use crate::config::token::GarSpec;
 use crate::token::{MintContext, MintError, answer_str, send_for_json};
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+// generateAccessToken's default and, without an organisation policy allowing more, its most.
+const IMPERSONATED_LIFETIME: &str = "3600s";
 
 /// The fields of an external_account credential JSON this client reads.
 #[derive(Debug, PartialEq)]
@@ -159,7 +161,7 @@ fn subject_token_from_json(content: &str, field: &str) -> Result<String, String>
 
 /// The IAM Credentials `generateAccessToken` request body.
 fn impersonation_body() -> Value {
-    serde_json::json!({ "scope": [SCOPE], "lifetime": format!("{ASSERTION_LIFETIME}s") })
+    serde_json::json!({ "scope": [SCOPE], "lifetime": IMPERSONATED_LIFETIME })
 }
 
 async fn impersonate(
