@@ -176,3 +176,205 @@ pub(crate) fn key_string(cx: &MintContext<'_>, key: &str, what: &str) -> Result<
     }
     Ok(s.to_string())
 }
+
+/// Sends a token request and reads its JSON object answer. A 4xx is `Rejected` with the
+/// provider's own error words (OAuth2's `error`/`error_description`, Google APIs' `error`
+/// object, the registry API's `errors`), a 5xx or a failed send is `Unreachable`, anything
+/// else that is not a JSON object is `Protocol`. Every value in `secrets` is blanked out of
+/// the detail, in case a provider echoes what it was sent.
+pub(crate) async fn send_for_json(
+    request: reqwest::RequestBuilder,
+    endpoint: &str,
+    secrets: &[&str],
+) -> Result<serde_json::Map<String, serde_json::Value>, MintError> {
+    let endpoint = endpoint_of(endpoint);
+    let response = request.send().await.map_err(|e| MintError::Unreachable {
+        endpoint: endpoint.clone(),
+        detail: transport_detail(&e),
+    })?;
+    let status = response.status();
+    let body = response.text().await.map_err(|e| MintError::Unreachable {
+        endpoint: endpoint.clone(),
+        detail: format!("{status}, body unreadable: {}", transport_detail(&e)),
+    })?;
+    if status.is_success() {
+        // A successful body holds the token: nothing of it goes into a message.
+        return match serde_json::from_str(&body) {
+            Ok(serde_json::Value::Object(map)) => Ok(map),
+            _ => Err(MintError::Protocol {
+                endpoint,
+                detail: format!("{status} with a body that is not a JSON object"),
+            }),
+        };
+    }
+    let detail = blank_out(&error_detail(status, &body), secrets);
+    if status.is_client_error() {
+        Err(MintError::Rejected { endpoint, detail })
+    } else if status.is_server_error() {
+        Err(MintError::Unreachable { endpoint, detail })
+    } else {
+        Err(MintError::Protocol { endpoint, detail })
+    }
+}
+
+/// The words of a provider's error body: the shapes OAuth2 (RFC 6749 5.2), Google APIs and the
+/// registry API use, else the body shortened.
+pub(crate) fn error_detail(status: reqwest::StatusCode, body: &str) -> String {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(body) else {
+        return short_detail(status, body);
+    };
+    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_string);
+    let words = match map.get("error") {
+        Some(serde_json::Value::String(code)) => match text(map.get("error_description")) {
+            Some(description) => Some(format!("{code}: {description}")),
+            None => Some(code.clone()),
+        },
+        Some(serde_json::Value::Object(e)) => {
+            match (text(e.get("status")), text(e.get("message"))) {
+                (Some(s), Some(m)) => Some(format!("{s}: {m}")),
+                (s, m) => s.or(m),
+            }
+        }
+        _ => map
+            .get("errors")
+            .and_then(|e| e.as_array())
+            .and_then(|e| e.first())
+            .and_then(
+                |first| match (text(first.get("code")), text(first.get("message"))) {
+                    (Some(c), Some(m)) => Some(format!("{c}: {m}")),
+                    (c, m) => c.or(m),
+                },
+            ),
+    };
+    match words {
+        Some(words) => short_detail(status, &words),
+        None => short_detail(status, body),
+    }
+}
+
+/// What failed in a send, without the URL reqwest would add (the caller names the endpoint).
+fn transport_detail(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    causes.dedup();
+    if causes.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {}", causes.join(": "))
+    }
+}
+
+/// `text` with every non-trivial `secret` replaced by `<redacted>`.
+pub(crate) fn blank_out(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_string();
+    for secret in secrets {
+        // Short values would blank out ordinary words; no real secret is that short.
+        if secret.len() >= 8 {
+            text = text.replace(secret, "<redacted>");
+        }
+    }
+    text
+}
+
+/// A string field of a token answer, or a `Protocol` error naming it.
+pub(crate) fn answer_str(
+    answer: &serde_json::Map<String, serde_json::Value>,
+    field: &str,
+    endpoint: &str,
+) -> Result<String, MintError> {
+    match answer.get(field) {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        _ => Err(MintError::Protocol {
+            endpoint: endpoint_of(endpoint),
+            detail: format!("no {field} string in the answer"),
+        }),
+    }
+}
+
+/// `now` plus an OAuth2 `expires_in` (seconds: a number, or a string some servers send).
+pub(crate) fn expires_in(
+    answer: &serde_json::Map<String, serde_json::Value>,
+    now: SystemTime,
+    endpoint: &str,
+) -> Result<SystemTime, MintError> {
+    let seconds = match answer.get("expires_in") {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    };
+    match seconds {
+        Some(s) if s > 0 => Ok(now + Duration::from_secs(s)),
+        _ => Err(MintError::Protocol {
+            endpoint: endpoint_of(endpoint),
+            detail: "no positive expires_in in the answer".to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::StatusCode;
+
+    #[test]
+    fn error_bodies_give_the_providers_words() {
+        let cases = [
+            (
+                r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#,
+                "400 Bad Request: invalid_grant: Invalid JWT Signature.",
+            ),
+            (
+                r#"{"error":"invalid_client"}"#,
+                "400 Bad Request: invalid_client",
+            ),
+            (
+                r#"{"error":{"code":403,"message":"Permission denied","status":"PERMISSION_DENIED"}}"#,
+                "400 Bad Request: PERMISSION_DENIED: Permission denied",
+            ),
+            (
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+                "400 Bad Request: UNAUTHORIZED: authentication required",
+            ),
+            (
+                "<html>\n  nope </html>",
+                "400 Bad Request: <html> nope </html>",
+            ),
+            ("", "400 Bad Request"),
+        ];
+        for (body, want) in cases {
+            assert_eq!(error_detail(StatusCode::BAD_REQUEST, body), want, "{body}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_blanked_out_of_details() {
+        let detail = "invalid assertion eyJhbGciOi.payload.sig for app";
+        assert_eq!(
+            blank_out(detail, &["eyJhbGciOi.payload.sig", "app"]),
+            "invalid assertion <redacted> for app"
+        );
+    }
+
+    #[test]
+    fn expires_in_takes_numbers_and_numeric_strings() {
+        let now = SystemTime::UNIX_EPOCH;
+        let answer = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let got = expires_in(&answer(serde_json::json!({"expires_in": 3599})), now, "e");
+        assert_eq!(got, Ok(now + Duration::from_secs(3599)));
+        let got = expires_in(&answer(serde_json::json!({"expires_in": "60"})), now, "e");
+        assert_eq!(got, Ok(now + Duration::from_secs(60)));
+        let got = expires_in(&answer(serde_json::json!({"expires_in": 0})), now, "e");
+        assert_eq!(got.unwrap_err().metric_label(), "protocol");
+    }
+}

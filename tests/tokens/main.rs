@@ -4,5 +4,6 @@
 
 mod acr;
 mod ecr;
+mod fakes;
 mod gar;
 mod refresh;
