@@ -423,6 +423,13 @@ impl Minter {
             Ok(m) => m,
             Err(e) => return self.failed(credential, state, now, e).await,
         };
+        if minted.expires_at <= now {
+            tracing::warn!(
+                credential,
+                expires_at = %schedule::format_time(minted.expires_at),
+                "the provider answered a token that has already expired; it is stored, and asked again in a minute"
+            );
+        }
         let refresh_at = schedule::refresh_at(now, minted.expires_at, (self.jitter)());
         match self
             .write(

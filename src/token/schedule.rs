@@ -63,7 +63,9 @@ pub fn due(stored: Option<&Stored>, spec: &str, now: SystemTime) -> bool {
 
 /// When a token minted at `issued`, valid until `expires_at`, is refreshed: at half its
 /// lifetime, moved by `jitter` (in [-1, 1]) times a tenth of it, so that replicas and
-/// credentials minted together spread out; never later than a minute before expiry.
+/// credentials minted together spread out; not later than a minute before expiry, and not
+/// sooner than a minute after the mint, so that a provider answering a token that is already
+/// expired (or lives seconds) is not asked again at every pass.
 pub fn refresh_at(issued: SystemTime, expires_at: SystemTime, jitter: f64) -> SystemTime {
     let lifetime = expires_at.duration_since(issued).unwrap_or_default();
     let half = lifetime / 2;
@@ -77,8 +79,11 @@ pub fn refresh_at(issued: SystemTime, expires_at: SystemTime, jitter: f64) -> Sy
         .checked_sub(Duration::from_secs(60))
         .unwrap_or(issued)
         .max(issued);
-    at.min(latest)
+    at.min(latest).max(issued + MIN_REFRESH)
 }
+
+/// The shortest time between two mints of one credential.
+pub const MIN_REFRESH: Duration = Duration::from_secs(60);
 
 /// How long to wait after the `failures`-th failure in a row: 5 s doubling to 5 minutes.
 pub fn retry_after(failures: u32) -> Duration {
@@ -177,10 +182,11 @@ mod tests {
             refresh_at(at(0), at(twelve_hours), 7.0),
             at(6 * 3600 + 72 * 60)
         );
-        // A token that lives 90 s: half-life plus jitter would be past its last minute.
-        assert_eq!(refresh_at(at(0), at(90), 1.0), at(30));
-        // Already expired: refresh now.
-        assert_eq!(refresh_at(at(100), at(50), 0.0), at(100));
+        // A token that lives 150 s: half-life plus jitter would be past its last minute.
+        assert_eq!(refresh_at(at(0), at(150), 1.0), at(90));
+        // One that lives 90 s, or is already expired: not again for a minute.
+        assert_eq!(refresh_at(at(0), at(90), 1.0), at(60));
+        assert_eq!(refresh_at(at(100), at(50), 0.0), at(160));
     }
 
     #[test]

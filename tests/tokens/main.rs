@@ -4,6 +4,7 @@
 
 mod acr;
 mod ecr;
+#[path = "../common/token_fakes/mod.rs"]
 mod fakes;
 mod gar;
 mod refresh;
