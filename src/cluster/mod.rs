@@ -310,7 +310,14 @@ async fn mint_tokens(shared: Arc<Shared>) {
     let identity = std::env::var("POD_NAME")
         .ok()
         .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| format!("pull-secret-injector-{}", std::process::id()));
+        .unwrap_or_else(|| {
+            // Outside a pod (a test, a workstation): unique per start, so that two replicas
+            // in one process still elect one minter.
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            format!("pull-secret-injector-{:08x}", h.finish() as u32)
+        });
     let minter = tokens::Minter::new(
         shared.client.clone(),
         tokens::MinterSettings {

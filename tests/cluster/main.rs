@@ -10,6 +10,10 @@
 //! No test waits for a duration to pass: each polls for an outcome (an object, a metric) with a
 //! generous deadline.
 
+// The Google fakes and the Entra ID assertion proof serve only tests/tokens.
+#[allow(dead_code)]
+#[path = "../common/token_fakes/mod.rs"]
+mod fakes;
 mod harness;
 #[path = "../common/https.rs"]
 mod https;
@@ -25,6 +29,7 @@ mod rbac;
 mod replicas;
 mod self_signed;
 mod tenants;
+mod tokens;
 mod verification;
 
 use base64::Engine;

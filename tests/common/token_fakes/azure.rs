@@ -148,17 +148,30 @@ pub struct Registry {
     pub failing: bool,
 }
 
-/// The refresh token the registry issues for `exp`: JWT-shaped, as ACR's are.
+/// The first refresh token the registry issues for `exp`: JWT-shaped, as ACR's are.
 pub fn refresh_token(exp: u64) -> String {
+    nth_refresh_token(exp, 1)
+}
+
+/// The `n`th refresh token the registry issues (each exchange gets a new one, as ACR's do).
+pub fn nth_refresh_token(exp: u64, n: u64) -> String {
     let part = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let mut claims = json!({"iss": "Azure Container Registry", "aud": "r", "exp": exp, "grant_type": "refresh_token"});
+    if n > 1 {
+        claims["jti"] = json!(n);
+    }
     format!(
         "{}.{}.{}",
         part(json!({"alg": "RS256", "typ": "JWT", "kid": "acr"})),
-        part(
-            json!({"iss": "Azure Container Registry", "aud": "r", "exp": exp, "grant_type": "refresh_token"})
-        ),
+        part(claims),
         URL_SAFE_NO_PAD.encode(b"not-a-real-signature")
     )
+}
+
+/// A registry fake and how many refresh tokens it has issued.
+struct Served {
+    registry: Registry,
+    issued: std::sync::atomic::AtomicU64,
 }
 
 /// Starts a registry's `/oauth2/exchange`; returns its base URL (the spec's `endpoint`).
@@ -166,12 +179,16 @@ pub async fn registry(registry: Registry) -> String {
     let (listener, base) = bind().await;
     let router = Router::new()
         .route("/oauth2/exchange", post(exchange))
-        .with_state(Arc::new(registry));
+        .with_state(Arc::new(Served {
+            registry,
+            issued: Default::default(),
+        }));
     spawn(listener, router);
     base
 }
 
-async fn exchange(State(r): State<Arc<Registry>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn exchange(State(served): State<Arc<Served>>, headers: HeaderMap, body: Bytes) -> Response {
+    let r = &served.registry;
     if r.failing {
         return (StatusCode::INTERNAL_SERVER_ERROR, "upstream failure").into_response();
     }
@@ -194,7 +211,10 @@ async fn exchange(State(r): State<Arc<Registry>>, headers: HeaderMap, body: Byte
     match checked {
         Ok(()) => super::json(
             StatusCode::OK,
-            json!({"refresh_token": refresh_token(r.refresh_exp)}),
+            json!({"refresh_token": nth_refresh_token(
+                r.refresh_exp,
+                served.issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+            )}),
         ),
         Err(why) => super::json(
             StatusCode::UNAUTHORIZED,
