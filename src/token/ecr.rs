@@ -351,8 +351,16 @@ fn aws_error(body: &str) -> Option<(String, String)> {
         #[serde(alias = "Message")]
         message: Option<String>,
     }
+    // STS nests Error directly; moto (as EC2 does) puts it under Errors.
     #[derive(Deserialize)]
     struct XmlErrorResponse {
+        #[serde(rename = "Error")]
+        error: Option<XmlError>,
+        #[serde(rename = "Errors")]
+        errors: Option<XmlErrors>,
+    }
+    #[derive(Deserialize)]
+    struct XmlErrors {
         #[serde(rename = "Error")]
         error: XmlError,
     }
@@ -369,7 +377,8 @@ fn aws_error(body: &str) -> Option<(String, String)> {
             .map(|k| k.rsplit('#').next().unwrap_or(&k).to_string());
         (code, e.message)
     } else if let Ok(e) = quick_xml::de::from_str::<XmlErrorResponse>(body) {
-        (e.error.code, e.error.message)
+        let e = e.error.or(e.errors.map(|e| e.error))?;
+        (e.code, e.message)
     } else {
         return None;
     };
@@ -559,6 +568,12 @@ mod tests {
         assert_eq!(
             aws_error(xml),
             Some(("InvalidIdentityToken".into(), "bad token".into()))
+        );
+        let nested = "<?xml version=\"1.0\"?><ErrorResponse><Errors><Error><Code>SignatureDoesNotMatch\
+                      </Code><Message>m</Message></Error></Errors></ErrorResponse>";
+        assert_eq!(
+            aws_error(nested),
+            Some(("SignatureDoesNotMatch".into(), "m".into()))
         );
         assert_eq!(aws_error("<html>502</html>"), None);
         assert_eq!(aws_error(r#"{"message":"no code"}"#), None);
