@@ -14,8 +14,12 @@ use serde::Deserialize;
 use super::{MintContext, MintError, Minted, MintedAuth, endpoint_of, key_string, short_detail};
 use crate::config::token::{AwsAuth, EcrSpec};
 
+mod sts;
+
+pub use sts::default_sts_endpoint;
+
 const TARGET: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
-const SESSION_NAME: &str = "pull-secret-injector";
+const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 
 /// Mints an ECR token: one docker auth per registry id asked (or the caller's own registry).
 pub async fn mint(spec: &EcrSpec, cx: &MintContext<'_>) -> Result<Minted, MintError> {
@@ -24,7 +28,10 @@ pub async fn mint(spec: &EcrSpec, cx: &MintContext<'_>) -> Result<Minted, MintEr
         AwsAuth::WebIdentity {
             role_arn,
             token_file,
-        } => web_identity_credentials(spec, role_arn.as_deref(), token_file.as_deref(), cx).await?,
+        } => {
+            sts::web_identity_credentials(spec, role_arn.as_deref(), token_file.as_deref(), cx)
+                .await?
+        }
     };
     get_authorization_token(spec, &creds, cx).await
 }
@@ -32,11 +39,6 @@ pub async fn mint(spec: &EcrSpec, cx: &MintContext<'_>) -> Result<Minted, MintEr
 /// The default ECR API endpoint of a region.
 pub fn default_endpoint(region: &str) -> String {
     format!("https://api.ecr.{region}.{}/", dns_suffix(region))
-}
-
-/// The default regional STS endpoint of a region.
-pub fn default_sts_endpoint(region: &str) -> String {
-    format!("https://sts.{region}.{}/", dns_suffix(region))
 }
 
 // The China partition lives under its own domain; the other partitions a pull secret would
@@ -53,12 +55,14 @@ fn secret_credentials(cx: &MintContext<'_>) -> Result<Credentials, MintError> {
     const WHAT: &str = "ecr static keys";
     let access_key = key_string(cx, "AWS_ACCESS_KEY_ID", WHAT)?;
     let secret_key = key_string(cx, "AWS_SECRET_ACCESS_KEY", WHAT)?;
-    let session_token = match key_string(cx, "AWS_SESSION_TOKEN", WHAT) {
-        Ok(token) => Some(token),
-        // Only absence is optional: a present but unreadable token is still an admin's mistake.
-        Err(_) if cx.key.is_some_and(|d| !d.contains_key("AWS_SESSION_TOKEN")) => None,
-        Err(e) => return Err(e),
-    };
+    // Absent or empty means long-lived keys, as the AWS SDKs read an empty variable.
+    let has_token = cx
+        .key
+        .and_then(|d| d.get("AWS_SESSION_TOKEN"))
+        .is_some_and(|v| !v.trim_ascii().is_empty());
+    let session_token = has_token
+        .then(|| key_string(cx, "AWS_SESSION_TOKEN", WHAT))
+        .transpose()?;
     Ok(Credentials::new(
         access_key,
         secret_key,
@@ -66,120 +70,6 @@ fn secret_credentials(cx: &MintContext<'_>) -> Result<Credentials, MintError> {
         None,
         "secret",
     ))
-}
-
-/// A value from the spec, else from the environment (an empty variable counts as unset, as
-/// the AWS SDKs treat it).
-fn spec_or_env(
-    cx: &MintContext<'_>,
-    from_spec: Option<String>,
-    var: &str,
-    what: &str,
-) -> Result<String, MintError> {
-    from_spec
-        .filter(|v| !v.trim().is_empty())
-        .or_else(|| (cx.env)(var).filter(|v| !v.trim().is_empty()))
-        .ok_or_else(|| {
-            MintError::Config(format!(
-                "ecr web identity: no {what}: the credential names none and {var} is not set"
-            ))
-        })
-}
-
-async fn web_identity_credentials(
-    spec: &EcrSpec,
-    role_arn: Option<&str>,
-    token_file: Option<&std::path::Path>,
-    cx: &MintContext<'_>,
-) -> Result<Credentials, MintError> {
-    let role_arn = spec_or_env(cx, role_arn.map(str::to_string), "AWS_ROLE_ARN", "role ARN")?;
-    let token_file = spec_or_env(
-        cx,
-        token_file.map(|p| p.to_string_lossy().into_owned()),
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "token file",
-    )?;
-    // The error names the file and the OS's reason only: the content is a bearer token.
-    let token = tokio::fs::read_to_string(&token_file).await.map_err(|e| {
-        MintError::Config(format!(
-            "ecr web identity: cannot read the token file {token_file}: {}",
-            e.kind()
-        ))
-    })?;
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(MintError::Config(format!(
-            "ecr web identity: the token file {token_file} is empty"
-        )));
-    }
-
-    let url = spec
-        .sts_endpoint
-        .clone()
-        .unwrap_or_else(|| default_sts_endpoint(&spec.region));
-    let endpoint = endpoint_of(&url);
-    // Unsigned by design: the web identity token is the credential (STS API reference).
-    let request = cx.http.post(&url).header("Accept", "text/xml").form(&[
-        ("Action", "AssumeRoleWithWebIdentity"),
-        ("Version", "2011-06-15"),
-        ("RoleArn", role_arn.as_str()),
-        ("RoleSessionName", SESSION_NAME),
-        ("WebIdentityToken", token),
-        ("DurationSeconds", "3600"),
-    ]);
-    let body = call(request, &endpoint, &[token]).await?;
-    sts_credentials(&body).map_err(|detail| MintError::Protocol { endpoint, detail })
-}
-
-/// The keys of an `AssumeRoleWithWebIdentityResponse`, or which of them it lacks.
-fn sts_credentials(body: &str) -> Result<Credentials, String> {
-    let answer: StsAnswer = quick_xml::de::from_str(body)
-        .map_err(|_| "not an AssumeRoleWithWebIdentityResponse document".to_string())?;
-    let c = answer
-        .result
-        .and_then(|r| r.credentials)
-        .unwrap_or_default();
-    let missing: Vec<&str> = [
-        ("AccessKeyId", c.access_key_id.is_none()),
-        ("SecretAccessKey", c.secret_access_key.is_none()),
-        ("SessionToken", c.session_token.is_none()),
-    ]
-    .into_iter()
-    .filter_map(|(name, absent)| absent.then_some(name))
-    .collect();
-    match (c.access_key_id, c.secret_access_key, c.session_token) {
-        (Some(id), Some(secret), Some(session)) => {
-            Ok(Credentials::new(id, secret, Some(session), None, "sts"))
-        }
-        _ => Err(format!(
-            "AssumeRoleWithWebIdentityResult/Credentials lacks {}",
-            missing.join(", ")
-        )),
-    }
-}
-
-#[derive(Deserialize)]
-struct StsAnswer {
-    #[serde(rename = "AssumeRoleWithWebIdentityResult")]
-    result: Option<StsResult>,
-}
-
-#[derive(Deserialize)]
-struct StsResult {
-    #[serde(rename = "Credentials")]
-    credentials: Option<StsCredentials>,
-}
-
-// Options, so that a missing element is named in the error instead of quick-xml's wording,
-// which may quote the values around it.
-#[derive(Deserialize, Default)]
-struct StsCredentials {
-    #[serde(rename = "AccessKeyId")]
-    access_key_id: Option<String>,
-    #[serde(rename = "SecretAccessKey")]
-    secret_access_key: Option<String>,
-    #[serde(rename = "SessionToken")]
-    session_token: Option<String>,
 }
 
 async fn get_authorization_token(
@@ -193,21 +83,15 @@ async fn get_authorization_token(
         .unwrap_or_else(|| default_endpoint(&spec.region));
     let endpoint = endpoint_of(&url);
     let body = request_body(&spec.registry_ids);
-    let content_type = "application/x-amz-json-1.1";
-    let signed = sign_request(
-        &url,
-        content_type,
-        body.as_bytes(),
-        &spec.region,
-        creds,
-        cx.now,
-    )
-    .map_err(|detail| MintError::Config(format!("ecr: cannot sign for {endpoint}: {detail}")))?;
+    let signed =
+        sign_request(&url, body.as_bytes(), &spec.region, creds, cx.now).map_err(|detail| {
+            MintError::Config(format!("ecr: cannot sign for {endpoint}: {detail}"))
+        })?;
 
     let mut request = cx
         .http
         .post(&url)
-        .header("Content-Type", content_type)
+        .header("Content-Type", CONTENT_TYPE)
         .header("X-Amz-Target", TARGET);
     for (name, value) in &signed {
         request = request.header(*name, value);
@@ -228,11 +112,10 @@ fn request_body(registry_ids: &[String]) -> String {
     }
 }
 
-/// The SigV4 headers (`Authorization`, `X-Amz-Date`, `X-Amz-Security-Token`) for a POST of
-/// `body` with these content headers.
+/// The SigV4 headers (`Authorization`, `X-Amz-Date`, `X-Amz-Security-Token`) for a
+/// `GetAuthorizationToken` POST of `body`.
 fn sign_request(
     url: &str,
-    content_type: &str,
     body: &[u8],
     region: &str,
     creds: &Credentials,
@@ -250,7 +133,7 @@ fn sign_request(
         .into();
     // The headers signed must be the ones sent, byte for byte; Host comes from the URL, as
     // reqwest derives it.
-    let headers = [("content-type", content_type), ("x-amz-target", TARGET)];
+    let headers = [("content-type", CONTENT_TYPE), ("x-amz-target", TARGET)];
     let request = SignableRequest::new("POST", url, headers.into_iter(), SignableBody::Bytes(body))
         .map_err(|e| e.to_string())?;
     let (instructions, _) = sign(request, &params)
@@ -353,22 +236,20 @@ fn aws_error(body: &str) -> Option<(String, String)> {
     }
     // STS nests Error directly; moto (as EC2 does) puts it under Errors.
     #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
     struct XmlErrorResponse {
-        #[serde(rename = "Error")]
         error: Option<XmlError>,
-        #[serde(rename = "Errors")]
         errors: Option<XmlErrors>,
     }
     #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
     struct XmlErrors {
-        #[serde(rename = "Error")]
         error: XmlError,
     }
     #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
     struct XmlError {
-        #[serde(rename = "Code")]
         code: Option<String>,
-        #[serde(rename = "Message")]
         message: Option<String>,
     }
     let (code, message) = if let Ok(e) = serde_json::from_str::<JsonError>(body) {
@@ -467,10 +348,6 @@ mod tests {
         assert_eq!(
             default_endpoint("eu-west-1"),
             "https://api.ecr.eu-west-1.amazonaws.com/"
-        );
-        assert_eq!(
-            default_sts_endpoint("us-east-2"),
-            "https://sts.us-east-2.amazonaws.com/"
         );
         assert_eq!(
             default_endpoint("cn-north-1"),
@@ -590,33 +467,11 @@ mod tests {
     }
 
     #[test]
-    fn sts_credentials_parse_and_name_what_is_missing() {
-        let xml = "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
-                   <AssumeRoleWithWebIdentityResult><Credentials><SessionToken>st</SessionToken>\
-                   <SecretAccessKey>sk</SecretAccessKey><Expiration>2026-01-01T00:00:00Z</Expiration>\
-                   <AccessKeyId>ak</AccessKeyId></Credentials></AssumeRoleWithWebIdentityResult>\
-                   </AssumeRoleWithWebIdentityResponse>";
-        let c = sts_credentials(xml).unwrap();
-        assert_eq!(c.access_key_id(), "ak");
-        assert_eq!(c.secret_access_key(), "sk");
-        assert_eq!(c.session_token(), Some("st"));
-        let partial = "<AssumeRoleWithWebIdentityResponse><AssumeRoleWithWebIdentityResult>\
-                       <Credentials><AccessKeyId>ak</AccessKeyId></Credentials>\
-                       </AssumeRoleWithWebIdentityResult></AssumeRoleWithWebIdentityResponse>";
-        assert_eq!(
-            sts_credentials(partial).unwrap_err(),
-            "AssumeRoleWithWebIdentityResult/Credentials lacks SecretAccessKey, SessionToken"
-        );
-        assert!(sts_credentials("{}").is_err());
-    }
-
-    #[test]
     fn signature_covers_target_and_session_token() {
         let creds = Credentials::new("AKIDEXAMPLE", "secret", Some("session".into()), None, "t");
         let now = UNIX_EPOCH + Duration::from_secs(1_440_938_160);
         let headers = sign_request(
             "https://api.ecr.eu-west-1.amazonaws.com/",
-            "application/x-amz-json-1.1",
             b"{}",
             "eu-west-1",
             &creds,
