@@ -226,6 +226,49 @@ async fn failures_map_to_rejected_unreachable_and_protocol() {
 }
 
 #[tokio::test]
+async fn sts_refusal_is_rejected_without_the_web_identity_token() {
+    let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2VjcmV0LXNpZ25hdHVyZQ";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token).expect("token file");
+    let auth = AwsAuth::WebIdentity {
+        role_arn: Some(ROLE_ARN.into()),
+        token_file: Some(token_file),
+    };
+    // STS's documented refusal, echoing the token as a careless server might.
+    let refusal = format!(
+        "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error>\
+         <Type>Sender</Type><Code>InvalidIdentityToken</Code><Message>Couldn't retrieve \
+         verification key from your identity provider for {token}</Message></Error>\
+         <RequestId>r</RequestId></ErrorResponse>"
+    );
+    let sts = Fake::sts(400, refusal).await;
+    let mut ecr_spec = spec("http://127.0.0.1:9/", auth, &[]);
+    ecr_spec.sts_endpoint = Some(sts.url.clone());
+    let err = mint_with(&ecr_spec, None, &no_env)
+        .await
+        .expect_err("refused");
+    match &err {
+        MintError::Rejected { endpoint, detail } => {
+            assert_eq!(endpoint, &sts.url);
+            assert!(
+                detail.starts_with("400 Bad Request: InvalidIdentityToken: Couldn't retrieve"),
+                "{detail}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!format!("{err} {err:?}").contains(token), "{err:?}");
+
+    let garbage = Fake::sts(200, "<html>a portal</html>").await;
+    ecr_spec.sts_endpoint = Some(garbage.url.clone());
+    let err = mint_with(&ecr_spec, None, &no_env)
+        .await
+        .expect_err("garbage");
+    assert!(matches!(&err, MintError::Protocol { .. }), "{err:?}");
+}
+
+#[tokio::test]
 async fn missing_key_material_is_a_config_error_naming_it() {
     let nowhere = "http://127.0.0.1:9/";
     let only_id = keys(&[("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")]);
