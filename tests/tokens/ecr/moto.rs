@@ -75,7 +75,12 @@ impl Moto {
             if let Some(n) = free_actions {
                 cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string());
             }
-            let child = cmd.spawn().expect("moto server starts");
+            let child = cmd.spawn().unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {:?} ({e}): check PSI_MOTO_SERVER, or run .ci/run",
+                    cmd.get_program()
+                )
+            });
             let mut moto = Moto {
                 url: format!("http://127.0.0.1:{port}/"),
                 child,
