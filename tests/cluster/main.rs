@@ -17,6 +17,9 @@ mod fakes;
 mod harness;
 #[path = "../common/https.rs"]
 mod https;
+#[allow(dead_code)]
+#[path = "../common/moto.rs"]
+mod moto;
 #[path = "../common/registry.rs"]
 mod registry;
 

@@ -169,6 +169,93 @@ async fn an_acr_token_is_minted_injected_into_scoped_namespaces_and_its_refresh_
     injector.stop().await;
 }
 
+/// An `ecr` token credential for `{P}team-*` with static keys in the injector's namespace,
+/// minted by moto at `{ENDPOINT}` for the registries of `{IDS}`.
+const ECR_CONFIG: &str = r#"
+credentials:
+  - name: ecr
+    token:
+      ecr:
+        region: eu-west-1
+        registryIds: {IDS}
+        secret: "{OWN}/aws-keys"
+        endpoint: "{ENDPOINT}"
+    namespaces: {include: ["{P}team-*"]}
+serviceAccounts: []
+pods: true
+"#;
+
+/// The hosts a pull secret holds auths for.
+fn hosts(secret: &Value) -> Vec<String> {
+    let data = secret["data"][".dockerconfigjson"].as_str().unwrap_or("");
+    let config: Value =
+        serde_json::from_slice(&STANDARD.decode(data).unwrap_or_default()).unwrap_or_default();
+    config["auths"]
+        .as_object()
+        .map(|a| a.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ecr_token_from_moto_reaches_a_scoped_pod_and_a_new_registry_id_reaches_its_copy() {
+    let moto = crate::moto::Moto::start(None).await;
+    let ecr = |ids: &str, own: &str| {
+        ECR_CONFIG
+            .replace("{IDS}", ids)
+            .replace("{OWN}", own)
+            .replace("{ENDPOINT}", &moto.url)
+    };
+    let c = Cluster::new("credentials: []\n").await;
+    c.create(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "aws-keys", "namespace": c.own},
+        "type": "Opaque",
+        "stringData": {"AWS_ACCESS_KEY_ID": "AKIAFAKEFORTESTS0001", "AWS_SECRET_ACCESS_KEY": "FAKE/secret/key/for/tests/only"},
+    }))
+    .await
+    .expect("keys");
+    let team = c.namespace("team-a", json!({})).await;
+    c.runner(&team).await;
+    c.set_config(&ecr(r#"["111111111111"]"#, &c.own)).await;
+    let injector = c.start_injector().await;
+
+    let first = "111111111111.dkr.ecr.eu-west-1.amazonaws.com";
+    let second = "222222222222.dkr.ecr.eu-west-1.amazonaws.com";
+    let image = format!("{first}/team/app:1");
+    eventually("a pod to get the ECR token", || async {
+        pull_secrets(&c.create_pod(&team, &[&image]).await) == ["ecr-token"]
+    })
+    .await;
+    let copy = c.secret(&team, "ecr-token").await.expect("the copy");
+    assert_eq!(hosts(&copy), [first]);
+    // moto's token for an account is `AWS:<account>-auth-token`.
+    assert_eq!(
+        password_for(&copy, first).as_deref(),
+        Some("111111111111-auth-token")
+    );
+    let minted = c.secret(&c.own, "ecr-token").await.expect("minted");
+    assert_eq!(
+        annotation(&minted, "pull-secret-injector/token-provider").as_deref(),
+        Some("ecr")
+    );
+
+    // Another account's registry: minted anew at once, and the copy follows.
+    c.set_config(&ecr(r#"["111111111111", "222222222222"]"#, &c.own))
+        .await;
+    eventually("the copy to hold both registries", || async {
+        c.secret(&team, "ecr-token")
+            .await
+            .is_some_and(|s| hosts(&s) == [first, second])
+    })
+    .await;
+    let image = format!("{second}/team/app:1");
+    assert_eq!(
+        pull_secrets(&c.create_pod(&team, &[&image]).await),
+        ["ecr-token"]
+    );
+    injector.stop().await;
+}
+
 /// Polls `check` until it has an answer (30 s at most).
 async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
 where

@@ -2,6 +2,7 @@
 //! matters) and against a scripted fake for the failures.
 
 mod fake;
+#[path = "../common/moto.rs"]
 mod moto;
 
 use std::collections::BTreeMap;
