@@ -136,6 +136,7 @@ fn resource_info(resource: &str) -> (&'static str, bool) {
         "namespaces" => ("v1", false),
         "secrets" | "serviceaccounts" | "configmaps" | "pods" | "events" => ("v1", true),
         "mutatingwebhookconfigurations" => ("admissionregistration.k8s.io/v1", false),
+        "leases" => ("coordination.k8s.io/v1", true),
         other => panic!("unexpected resource {other}"),
     }
 }
@@ -149,6 +150,7 @@ pub fn resource(kind: &str) -> &'static str {
         "ConfigMap" => "configmaps",
         "Pod" => "pods",
         "MutatingWebhookConfiguration" => "mutatingwebhookconfigurations",
+        "Lease" => "leases",
         other => panic!("unexpected kind {other}"),
     }
 }

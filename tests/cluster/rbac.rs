@@ -1,7 +1,8 @@
 //! `manifests/base/rbac.yaml` (with `components/prune`) grants exactly what the injector uses:
 //! a scenario that drives every code path that talks to the API (watches, copies made, adopted
-//! and refused, rotation, backfill, prune, an Event) runs with the manifests enforced, and the
-//! requests the injector made are compared with the grants. Only the fake enforces them.
+//! and refused, rotation, backfill, prune, an Event, a minted token and its Lease) runs with the
+//! manifests enforced, and the requests the injector made are compared with the grants. Only
+//! the fake enforces them.
 
 use std::collections::BTreeSet;
 
@@ -13,8 +14,22 @@ use crate::{ICR_CONFIG, auth_of, icr_cluster, icr_source, rotate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rbac_manifest_grants_exactly_what_the_injector_uses() {
-    let pruning = ICR_CONFIG.replace("prune: false", "prune: true");
-    let c = icr_cluster(&pruning).await;
+    let (authority, registry) = crate::tokens::acr_fakes().await;
+    let c = icr_cluster(&ICR_CONFIG.replace("prune: false", "prune: true")).await;
+    // With a minted credential too: the Lease, the managed Secret and the key Secret.
+    let acr = crate::tokens::acr_config(&c.own, &authority, &registry);
+    let acr_credential = acr
+        .split_once("credentials:\n")
+        .and_then(|(_, rest)| rest.split_once("serviceAccounts:"))
+        .map(|(credential, _)| credential.to_string())
+        .expect("the ACR credential");
+    let pruning = ICR_CONFIG
+        .replace("prune: false", "prune: true")
+        .replace("credentials:\n", &format!("credentials:\n{acr_credential}"));
+    c.create(crate::tokens::service_principal(&c))
+        .await
+        .expect("service principal");
+    c.set_config(&pruning).await;
     let fake = crate::fake_only!(c, "only the fake enforces RBAC and records every request");
     c.grant_prune();
     let a = c.namespace("team-a", json!({})).await;
@@ -33,7 +48,15 @@ async fn the_rbac_manifest_grants_exactly_what_the_injector_uses() {
     );
     for ns in [&a, &b] {
         c.wait_for_reference(ns, "default", "all-icr-io").await;
+        c.wait_for_reference(ns, "default", "acr-token").await;
     }
+    // The minter renews its Lease every 5 s: wait for one renewal (an update).
+    eventually("the minting Lease to be renewed", || async {
+        c.get("leases", Some(&c.own), "pull-secret-injector-token-minter")
+            .await
+            .is_some_and(|l| l["spec"]["renewTime"] != l["spec"]["acquireTime"])
+    })
+    .await;
     // Rotation (patch), then a narrower scope (prune deletes team-b's copy).
     let new = rotate(&c, "2").await;
     eventually("the rotation", || async {
@@ -74,6 +97,13 @@ async fn the_rbac_manifest_grants_exactly_what_the_injector_uses() {
             .filter(|r| r.resource == "mutatingwebhookconfigurations")
             .all(|r| r.name.as_deref() == Some("pull-secret-injector"))
     );
+    // So is the Lease grant: reads and renewals name the minter's Lease only.
+    assert!(
+        injector_requests
+            .iter()
+            .filter(|r| r.resource == "leases" && r.verb != "create")
+            .all(|r| r.name.as_deref() == Some("pull-secret-injector-token-minter"))
+    );
 }
 
 /// Every (resource, verb) the manifests grant, from the Roles and ClusterRoles of the base and
@@ -102,8 +132,10 @@ fn granted() -> BTreeSet<(String, String)> {
                 .filter_map(|g| g.as_str())
                 .collect();
             assert!(
-                groups == [""] || groups == ["admissionregistration.k8s.io"],
-                "only the core and admissionregistration groups are used: {groups:?}"
+                groups == [""]
+                    || groups == ["admissionregistration.k8s.io"]
+                    || groups == ["coordination.k8s.io"],
+                "only the core, admissionregistration and coordination groups are used: {groups:?}"
             );
             for resource in rule["resources"].as_sequence().expect("resources") {
                 for verb in rule["verbs"].as_sequence().expect("verbs") {
