@@ -302,7 +302,7 @@ fn shape_errors_of_several_credentials_are_all_listed_with_their_lines() {
         out,
         format!(
             "{}: invalid configuration (3 problems):\n\
-             \x20 - credentials[0] (a): unknown field `secrets`, expected one of `name`, `secret`, `secretSelector`, `localSecretSelector`, `registries`, `namespaces`, `copyName`, `verify` at line 3 column 5\n\
+             \x20 - credentials[0] (a): unknown field `secrets`, expected one of `name`, `secret`, `secretSelector`, `localSecretSelector`, `registries`, `namespaces`, `copyName`, `verify`, `token` at line 3 column 5\n\
              \x20 - credentials[1] (b): namespaces.include: invalid type: string \"*\", expected a sequence at line 7 column 27\n\
              \x20 - credentials[3] (Bad_Name): name: \"Bad_Name\" is not a DNS label: must consist of lower case letters, digits and '-'\n",
             shown(&config)

@@ -34,7 +34,7 @@ fn chart_renderings() -> Vec<(Rendering, Expect)> {
             .trim_end_matches("-values.yaml")
             .to_string();
         let certificates = match stem.as_str() {
-            "self-signed" | "everything" => Certificates::SelfSigned,
+            "self-signed" | "everything" | "token-workload-identity" => Certificates::SelfSigned,
             "cert-manager" | "cert-manager-issuer" => Certificates::CertManager,
             "openshift-service-ca" => Certificates::OpenShiftServiceCa,
             "existing-secret" => Certificates::ExistingSecret,

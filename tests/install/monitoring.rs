@@ -288,6 +288,7 @@ fn populated_exposition() -> String {
         WarningReason::SourceMissing,
         WarningReason::SourceInvalid,
         WarningReason::SourceEmpty,
+        WarningReason::TokenExpired,
         WarningReason::NameTaken,
         WarningReason::CopyConflict,
         WarningReason::LocalSecretInvalid,
@@ -325,6 +326,7 @@ fn populated_exposition() -> String {
             WarningReason::SourceMissing,
             WarningReason::SourceInvalid,
             WarningReason::SourceEmpty,
+            WarningReason::TokenExpired,
         ]
         .iter()
         .map(|r| (("icr".to_string(), r.as_str()), 1))
@@ -360,6 +362,18 @@ fn populated_exposition() -> String {
         m.probe(s.as_str());
     }
     m.set_oldest_stale_copy(Duration::from_secs(1));
+    m.set_token_expiry("ecr", 1_800_000_000);
+    for result in [
+        "success",
+        "config",
+        "rejected",
+        "unreachable",
+        "protocol",
+        "write",
+    ] {
+        m.token_mint("ecr", result);
+    }
+    m.set_token_minter(true);
     m.admission(
         &RequestLabels {
             kind: "Pod",
