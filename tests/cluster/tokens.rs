@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use crate::fakes::azure::{self, Aad, Proof, Registry};
-use crate::harness::{Cluster, annotation, eventually, pull_secrets};
+use crate::harness::{Cluster, Injector, annotation, eventually, pull_secrets};
 
 const ACR: &str = "lab.azurecr.io";
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -167,6 +167,54 @@ async fn an_acr_token_is_minted_injected_into_scoped_namespaces_and_its_refresh_
         1.0
     );
     injector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_mint_once_and_the_survivor_takes_over_with_the_stored_token() {
+    const MINTER: &str = "pull_secret_injector_token_minter ";
+    const MINTED: &str =
+        "pull_secret_injector_token_mints_total{credential=\"acr\",result=\"success\"}";
+    let (authority, registry) = acr_fakes().await;
+    let c = Cluster::new("credentials: []\n").await;
+    c.create(service_principal(&c))
+        .await
+        .expect("service principal");
+    c.set_config(&acr_config(&c.own, &authority, &registry))
+        .await;
+    let a = Injector::start(&c, "replica-a").await;
+    let b = Injector::start(&c, "replica-b").await;
+
+    let minted = wait_for("the minted token", || async {
+        c.secret(&c.own, "acr-token").await
+    })
+    .await;
+    let token = password_for(&minted, ACR).expect("token");
+    // Both replicas have looked at the Lease (each reports the gauge): one mints.
+    eventually("one minter of two", || async {
+        let (ma, mb) = (a.metrics().await, b.metrics().await);
+        ma.contains(MINTER)
+            && mb.contains(MINTER)
+            && a.metric(MINTER).await + b.metric(MINTER).await == 1.0
+    })
+    .await;
+    assert_eq!(a.metric(MINTED).await + b.metric(MINTED).await, 1.0);
+    let (leader, follower) = if a.metric(MINTER).await == 1.0 {
+        (a, b)
+    } else {
+        (b, a)
+    };
+
+    // The minter goes; the other takes the Lease once it has stayed unchanged for its 15 s,
+    // and keeps the stored token rather than minting a new one.
+    leader.stop().await;
+    eventually("the survivor to take over", || async {
+        follower.metric(MINTER).await == 1.0
+    })
+    .await;
+    assert_eq!(follower.metric(MINTED).await, 0.0);
+    let kept = c.secret(&c.own, "acr-token").await.expect("minted");
+    assert_eq!(password_for(&kept, ACR), Some(token));
+    follower.stop().await;
 }
 
 /// An `ecr` token credential for `{P}team-*` with static keys in the injector's namespace,
