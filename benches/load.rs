@@ -26,7 +26,8 @@
 //! The server runs on one CPU (`taskset -c`), the generator on the others (sched_setaffinity),
 //! when taskset exists and at least 2 CPUs are allowed; the output says what was used.
 //!
-//! Ours runs as deployed: default logging (one info line per admission, text) to a file.
+//! Ours runs as deployed: the Deployment's logging (`--log-format=json`, the default `info`
+//! filter: one JSON line per admission) to a file.
 //!
 //! Environment (all optional):
 //! - `LOAD_ROUNDS` (3): rounds, each running baseline then ours.
@@ -38,7 +39,14 @@
 //! - `LOAD_ONLY` (unset): `ours` or `baseline` to run one server (for profiling).
 //! - `LOAD_OURS_BIN` (unset): another build of pull-secret-injector to serve as ours, e.g. one
 //!   with frame pointers for `perf record -g`.
+//! - `LOAD_LOG_FORMAT` (`json`): ours' `--log-format` (`text` to compare).
+//! - `LOAD_WRAP` (unset): a command prefix both servers run under, e.g.
+//!   `valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p` to count instructions.
 //! - `LOAD_STRICT` (unset): `1` makes a FAIL against the targets exit with status 1.
+//! - `LOAD_DISTINCT` (unset): `1` makes every body differ beyond its uid (an extra top-level
+//!   field), so that ours reuses no answer and every review is read and decided: the cost of
+//!   a review seen for the first time. By default the fixtures repeat with fresh uids, as a
+//!   ReplicaSet's pods do, and ours answers repeats from the first answer.
 //!
 //! Targets: ours/baseline requests/s >= 0.9 (HTTP/1.1), p99 < 2 ms at 1,000 requests/s,
 //! peak RSS < 30 MiB.
@@ -100,6 +108,7 @@ struct Settings {
     h2_conns: usize,
     only: Option<Kind>,
     strict: bool,
+    distinct: bool,
 }
 
 fn env_secs(name: &str, default: f64) -> Duration {
@@ -136,6 +145,7 @@ impl Settings {
             h2_conns: (env_num("LOAD_H2_CONNS", 1.0) as usize).max(1),
             only,
             strict: std::env::var("LOAD_STRICT").as_deref() == Ok("1"),
+            distinct: std::env::var("LOAD_DISTINCT").as_deref() == Ok("1"),
         }
     }
 }
@@ -350,14 +360,20 @@ impl Server {
             Kind::Ours => ours_bin(),
             Kind::Baseline => std::env::current_exe().expect("the bench's own path, to re-run it"),
         };
-        let mut cmd = match pinning {
-            Pinning::Pinned { server, .. } => {
-                let mut c = Command::new("taskset");
-                c.arg("-c").arg(server.to_string()).arg(&exe);
-                c
-            }
-            Pinning::Unpinned(_) => Command::new(&exe),
-        };
+        // LOAD_WRAP runs the server under another program (a profiler) given as a prefix.
+        let wrap: Vec<String> = std::env::var("LOAD_WRAP")
+            .map(|w| w.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut program: Vec<std::ffi::OsString> = wrap.into_iter().map(Into::into).collect();
+        program.push(exe.into_os_string());
+        if let Pinning::Pinned { server, .. } = pinning {
+            program.splice(
+                0..0,
+                ["taskset".into(), "-c".into(), server.to_string().into()],
+            );
+        }
+        let mut cmd = Command::new(&program[0]);
+        cmd.args(&program[1..]);
         match kind {
             Kind::Ours => {
                 cmd.arg("serve")
@@ -370,7 +386,9 @@ impl Server {
                     .arg("--tls-key")
                     .arg(certs.join("tls.key"))
                     .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-                    // The default filter (info): one line per admission, as deployed.
+                    // The Deployment's log settings: JSON lines, the default filter (info),
+                    // one line per admission.
+                    .arg(format!("--log-format={}", log_format()))
                     .env_remove("RUST_LOG");
             }
             Kind::Baseline => {
@@ -419,10 +437,12 @@ impl Server {
         loop {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
             if let Some(at) = text.find(marker) {
-                let addr = text[at + marker.len()..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default();
+                // The address ends where a text line's space or a JSON string's quote does.
+                let rest = &text[at + marker.len()..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']')))
+                    .unwrap_or(rest.len());
+                let addr = &rest[..end];
                 return addr
                     .parse()
                     .unwrap_or_else(|e| panic!("bad listening address {addr:?}: {e}"));
@@ -469,6 +489,11 @@ impl Drop for Server {
     }
 }
 
+/// `--log-format` for ours: `json` as the Deployment sets it, or `LOAD_LOG_FORMAT`.
+fn log_format() -> String {
+    std::env::var("LOAD_LOG_FORMAT").unwrap_or_else(|_| "json".to_string())
+}
+
 fn ours_bin() -> PathBuf {
     std::env::var_os("LOAD_OURS_BIN").map_or_else(|| PathBuf::from(OURS_BIN), PathBuf::from)
 }
@@ -500,10 +525,24 @@ struct Fixture {
     expect_patch: bool,
 }
 
+/// Set from `LOAD_DISTINCT`: every body differs beyond its uid.
+static DISTINCT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 impl Fixture {
     fn body(&self, uid: &[u8; 36]) -> Bytes {
         let mut body = self.template.clone();
         body[self.uid_at..self.uid_at + 36].copy_from_slice(uid);
+        if DISTINCT.load(std::sync::atomic::Ordering::Relaxed) {
+            // A top-level field no server reads, holding the uid again: the body is unique,
+            // as if every review differed in a field the decision ignores (managedFields
+            // times), so ours can reuse no answer.
+            let mut distinct = Vec::with_capacity(body.len() + 64);
+            distinct.extend_from_slice(b"{\"x-load-distinct\":\"");
+            distinct.extend_from_slice(uid);
+            distinct.extend_from_slice(b"\",");
+            distinct.extend_from_slice(&body[1..]);
+            body = distinct;
+        }
         Bytes::from(body)
     }
 }
@@ -1031,7 +1070,8 @@ async fn measure(
         let text = std::fs::read_to_string(&server.log).unwrap_or_default();
         let lines = text
             .lines()
-            .filter(|l| l.contains(" admission uid="))
+            // Both formats: text (`admission uid=`) and JSON (`"message":"admission"`).
+            .filter(|l| l.contains(" admission uid=") || l.contains("\"message\":\"admission\""))
             .count() as u64;
         (lines, text.len() as u64)
     });
@@ -1167,6 +1207,7 @@ fn verdict(ok: bool) -> &'static str {
 
 fn orchestrate() -> i32 {
     let settings = Settings::from_env();
+    DISTINCT.store(settings.distinct, std::sync::atomic::Ordering::Relaxed);
     // Before any thread exists, so that the generator's threads inherit it.
     let pinning = pin();
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -1199,6 +1240,14 @@ fn orchestrate() -> i32 {
         fixtures.iter().filter(|f| f.expect_patch).count(),
     );
     println!(
+        "load: {}",
+        if settings.distinct {
+            "every body differs beyond its uid (LOAD_DISTINCT=1): ours reads and decides every review"
+        } else {
+            "fixtures repeat with fresh uids, as a ReplicaSet's pods do: ours reuses its first answer to each"
+        }
+    );
+    println!(
         "load: {} HTTP/1.1 keep-alive connections; HTTP/2: {} streams on {} connection(s); TLS 1.3 (ring); \
          phases: warm-up {:?}, closed loop h1 {:?}, h2 {:?}, open loop {:.0}/s for {:?}; {} round(s) alternating",
         settings.conns,
@@ -1216,7 +1265,8 @@ fn orchestrate() -> i32 {
         pinning.describe()
     );
     println!(
-        "load: ours runs `serve` with default logging (info, text, one line per admission) to a file"
+        "load: ours runs `serve` with the Deployment's logging (--log-format={}, info, one line per admission) to a file",
+        log_format()
     );
     let _ = std::io::stdout().flush();
 

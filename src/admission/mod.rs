@@ -170,6 +170,13 @@ impl std::fmt::Debug for Request<'_> {
     }
 }
 
+impl Request<'_> {
+    /// `request.uid`, borrowed from the body unless it had escapes.
+    pub fn uid(&self) -> &str {
+        self.0.uid.as_str()
+    }
+}
+
 /// Reads an AdmissionReview v1 body; only the fields the decision uses are built.
 pub fn read(body: &[u8]) -> Result<Request<'_>, ReviewError> {
     let parsed: wire::AdmissionReview = serde_json::from_slice(body)
@@ -563,6 +570,7 @@ fn read_object<'a>(
 
 mod patch;
 pub mod ports;
+pub mod repeat;
 pub mod slot;
 mod wire;
 

@@ -27,6 +27,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::ports::{CopyMaker, NamespaceWait, RegistriesSeen};
+use crate::admission::repeat::Repeats;
 use crate::admission::slot::{Slot, Snapshot};
 use crate::admission::{self, Reviewed, Verdict};
 use crate::metrics::{Metrics, RequestLabels};
@@ -80,6 +81,8 @@ pub struct App {
     copier: OnceLock<Arc<dyn CopyMaker>>,
     namespaces: OnceLock<Arc<dyn NamespaceWait>>,
     registries: OnceLock<Arc<dyn RegistriesSeen>>,
+    /// Answers to reviews that repeat but for their uid.
+    repeats: Repeats,
 }
 
 impl std::fmt::Debug for App {
@@ -100,6 +103,7 @@ impl App {
             copier: OnceLock::new(),
             namespaces: OnceLock::new(),
             registries: OnceLock::new(),
+            repeats: Repeats::new(),
             shutting_down: AtomicBool::new(false),
             permits: Semaphore::new(limits.max_concurrent.max(1)),
             drains: Arc::new(Semaphore::new(MAX_DRAINS)),
@@ -391,26 +395,54 @@ async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
         Err(refusal) => return refuse(&app, refusal, parts.version, declared),
     };
     let started = Instant::now();
+    let served = app.slot.current();
+    if !overloaded
+        && let Some(snapshot) = &served
+        && let Some(reused) =
+            app.repeats
+                .answer(&body, snapshot, snapshot.view.read(|v| v.changes()))
+    {
+        if let Some(seen) = app.registries.get()
+            && let Some(decision) = &reused.outcome.decision
+            && !decision.glob_registries.is_empty()
+        {
+            seen.seen(&decision.glob_registries);
+        }
+        let logged = Logged {
+            uid: &reused.uid,
+            outcome: &reused.outcome,
+            warnings: reused.warnings,
+            reused: true,
+        };
+        return send(&app, reused.body, &logged, started);
+    }
     let request = match admission::read(&body) {
         Ok(r) => r,
         Err(e) => return reject(&app, StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let served = app.slot.current();
     let snapshot = served.as_deref().unwrap_or(&app.empty);
     let decide = || {
-        snapshot
-            .view
-            .read(|view| admission::decide(&snapshot.catalog, view, &request))
+        snapshot.view.read(|view| {
+            (
+                admission::decide(&snapshot.catalog, view, &request),
+                view.changes(),
+            )
+        })
     };
-    let mut pending = decide();
+    let (mut pending, mut changes) = decide();
     if overloaded {
         return answer(&app, pending.render_overloaded(waited.elapsed()), started);
     }
-    if let Some(wait) = app.namespaces.get()
-        && let Some(namespace) = pending.unknown_namespace()
-        && wait.wait_for(&namespace).await
-    {
-        pending = decide();
+    // An answer is reused only when it follows from the snapshot and the view alone: not
+    // after waiting for a namespace (a later review may find it), nor after making copies.
+    let mut reusable = true;
+    if let Some(namespace) = pending.unknown_namespace() {
+        reusable = false;
+        if let Some(wait) = app.namespaces.get()
+            && wait.wait_for(&namespace).await
+        {
+            (pending, changes) = decide();
+        }
     }
     if let Some(seen) = app.registries.get()
         && let Some(decision) = pending.decision()
@@ -421,13 +453,31 @@ async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
     if let Some(copier) = app.copier.get()
         && pending.decision().is_some_and(|d| !d.copies.is_empty())
     {
+        reusable = false;
         copier.make(&mut pending).await;
     }
     let rendered = match &served {
         Some(_) => pending.render(),
         None => pending.render_not_ready(&app.slot.not_ready_reason()),
     };
-    answer(&app, rendered, started)
+    let reviewed = match rendered {
+        Ok(r) => r,
+        Err(e) => return reject(&app, StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    if reusable && let Some(snapshot) = &served {
+        app.repeats
+            .remember(&body, request.uid(), snapshot, changes, &reviewed);
+    }
+    answer(&app, Ok(reviewed), started)
+}
+
+/// What an answer's log line and metrics are made from.
+struct Logged<'a> {
+    uid: &'a str,
+    outcome: &'a admission::Outcome,
+    warnings: usize,
+    /// Made from a remembered answer ([`admission::repeat`]).
+    reused: bool,
 }
 
 /// Sends a rendered review, counted and logged.
@@ -440,14 +490,25 @@ fn answer(
         Ok(r) => r,
         Err(e) => return reject(app, StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
+    let logged = Logged {
+        uid: &reviewed.response.uid,
+        outcome: &reviewed.outcome,
+        warnings: reviewed.response.warnings.len(),
+        reused: false,
+    };
+    send(app, reviewed.body, &logged, started)
+}
+
+/// Sends an answer body, counted and logged.
+fn send(app: &App, body: Vec<u8>, logged: &Logged<'_>, started: Instant) -> Response {
     let elapsed = started.elapsed();
-    record(app.metrics(), &reviewed, elapsed);
+    record(app.metrics(), logged, elapsed);
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        Bytes::from(reviewed.body),
+        Bytes::from(body),
     )
         .into_response()
 }
@@ -470,8 +531,8 @@ fn shed_after(query: Option<&str>) -> Duration {
 }
 
 /// Counts an answered admission and writes its log line.
-fn record(metrics: &Metrics, reviewed: &Reviewed, elapsed: Duration) {
-    let o = &reviewed.outcome;
+fn record(metrics: &Metrics, logged: &Logged<'_>, elapsed: Duration) {
+    let o = logged.outcome;
     metrics.admission(
         &RequestLabels {
             kind: o.kind_label(),
@@ -500,11 +561,12 @@ fn record(metrics: &Metrics, reviewed: &Reviewed, elapsed: Duration) {
         }
         None => (String::new(), String::new()),
     };
-    let warnings = reviewed.response.warnings.len();
+    let warnings = logged.warnings;
+    let reused = logged.reused;
     let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     match &o.object_error {
         None => tracing::info!(
-            uid = %reviewed.response.uid,
+            uid = %logged.uid,
             kind = %o.kind,
             operation = %o.operation,
             namespace = %o.namespace,
@@ -514,10 +576,11 @@ fn record(metrics: &Metrics, reviewed: &Reviewed, elapsed: Duration) {
             warnings,
             outcome = %o.verdict.as_str(),
             latency_us,
+            reused,
             "admission"
         ),
         Some(error) => tracing::warn!(
-            uid = %reviewed.response.uid,
+            uid = %logged.uid,
             kind = %o.kind,
             operation = %o.operation,
             namespace = %o.namespace,

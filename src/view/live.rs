@@ -276,6 +276,8 @@ pub struct Indexes {
     rules: IndexRules,
     /// What the verifier last learnt of each credential at each registry.
     health: Health,
+    /// Write accesses so far (see [`ClusterView::changes`]).
+    changes: u64,
 }
 
 /// The shared index: many readers (admissions), one writer at a time (watch events).
@@ -297,7 +299,11 @@ impl ClusterIndex {
 
     /// Write access, for watch events and writes the injector made itself.
     pub fn write(&self) -> RwLockWriteGuard<'_, Indexes> {
-        crate::lock::write(&self.inner)
+        let mut indexes = crate::lock::write(&self.inner);
+        // Counted per access rather than per actual change: a writer may change anything a
+        // decision reads, and an answer reused past a change would be wrong.
+        indexes.changes = indexes.changes.wrapping_add(1);
+        indexes
     }
 }
 
@@ -755,6 +761,10 @@ impl ClusterView for Indexes {
 
     fn credential_health(&self, credential: &str) -> Vec<(&str, &RegistryHealth)> {
         self.health.of(credential).collect()
+    }
+
+    fn changes(&self) -> u64 {
+        self.changes
     }
 
     fn secret(&self, namespace: &str, name: &str) -> Option<&Secret> {

@@ -95,6 +95,13 @@ pub trait ClusterView {
         let _ = credential;
         Vec::new()
     }
+
+    /// A count that moves whenever anything a decision reads may have changed: decisions
+    /// made at equal counts (from the same snapshot) are interchangeable. Fixed views stay
+    /// at 0.
+    fn changes(&self) -> u64 {
+        0
+    }
 }
 
 /// The secret holding a name where a copy would go: whether it is one of ours, and which
