@@ -3,12 +3,14 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+
+pub mod json;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -199,6 +201,32 @@ impl<'a> MakeWriter<'a> for LineBuffer {
     }
 }
 
+/// Where [`info_json`] writes: the buffer of the JSON subscriber [`init`] installed.
+static JSON_LINES: OnceLock<LineBuffer> = OnceLock::new();
+
+/// Writes one `info` line shaped as the installed JSON subscriber writes them, without going
+/// through `tracing` (see [`json`]), for lines written per request. Writes nothing and
+/// returns false unless [`init`] installed JSON logging: the caller logs through `tracing`
+/// then. The caller checks the filter first (`tracing::enabled!`), so `RUST_LOG` still
+/// applies.
+pub fn info_json(target: &str, message: &str, fields: impl FnOnce(&mut json::Line<'_>)) -> bool {
+    let Some(buffer) = JSON_LINES.get() else {
+        return false;
+    };
+    let now = SystemTime::now();
+    let full = {
+        let mut lines = buffer.lines();
+        let mut line = json::Line::start(&mut lines, now, "INFO", message);
+        fields(&mut line);
+        line.finish(target);
+        lines.len() >= FLUSH_BYTES
+    };
+    if full || buffer.shared.stopped.load(Ordering::Relaxed) {
+        buffer.flush();
+    }
+    true
+}
+
 /// Installs the global subscriber. An invalid `RUST_LOG` is reported and `info` used instead,
 /// rather than starting a webhook that logs nothing.
 pub fn init(format: LogFormat) -> LogGuard {
@@ -229,6 +257,9 @@ pub fn init(format: LogFormat) -> LogGuard {
             .with_current_span(false)
             .try_init(),
     };
+    if format == LogFormat::Json && installed.is_ok() {
+        let _ = JSON_LINES.set(buffer.clone());
+    }
     if let Some((value, reason)) = bad {
         tracing::warn!("RUST_LOG={value:?} is not a valid filter ({reason}); logging at info");
     }
@@ -318,5 +349,62 @@ mod tests {
                 .any(|l| l.contains(" ERROR ") && !l.contains("WARN")),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_direct_json_line_reads_as_the_json_subscriber_writes_it() {
+        #[derive(Clone, Default)]
+        struct Capture(Arc<Mutex<Vec<u8>>>);
+        impl Write for Capture {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let capture = Capture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let name = "web-\"7d4b9\"-\n ERROR forged";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(uid = %"u-1", name = %name, injected = %"a,b", warnings = 2u64, reused = true, "admission");
+        });
+        let theirs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+
+        let mut ours = Vec::new();
+        let mut line = json::Line::start(&mut ours, SystemTime::now(), "INFO", "admission");
+        line.str("uid", "u-1")
+            .str("name", name)
+            .joined("injected", ["a", "b"])
+            .u64("warnings", 2)
+            .bool("reused", true);
+        line.finish(module_path!());
+        let ours = String::from_utf8(ours).unwrap();
+
+        // Field for field and in the same order, but for the time.
+        let fields = |text: &str| -> Vec<(String, serde_json::Value)> {
+            assert_eq!(text.matches('\n').count(), 1, "{text}");
+            let map: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(text).unwrap();
+            map.into_iter().filter(|(k, _)| k != "timestamp").collect()
+        };
+        assert_eq!(
+            fields(&ours),
+            fields(&theirs),
+            "ours: {ours}theirs: {theirs}"
+        );
+        let keys = |text: &str| {
+            text.split("\":")
+                .filter_map(|part| part.rsplit_once('"').map(|(_, k)| k.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(&ours), keys(&theirs));
     }
 }

@@ -541,31 +541,63 @@ fn record(metrics: &Metrics, logged: &Logged<'_>, elapsed: Duration) {
         },
         Some(elapsed),
     );
-    let (injected, copies) = match &o.decision {
-        Some(decision) => {
-            for credential in &decision.credentials {
-                metrics.injection(credential);
-            }
-            for w in &decision.warnings {
-                metrics.warning(w.reason.as_str());
-            }
-            (
-                decision.add.join(","),
-                decision
-                    .copies
-                    .iter()
-                    .map(|c| c.name())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
+    if let Some(decision) = &o.decision {
+        for credential in &decision.credentials {
+            metrics.injection(credential);
         }
-        None => (String::new(), String::new()),
-    };
+        for w in &decision.warnings {
+            metrics.warning(w.reason.as_str());
+        }
+    }
     let warnings = logged.warnings;
     let reused = logged.reused;
     let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-    match &o.object_error {
-        None => tracing::info!(
+    if let Some(error) = &o.object_error {
+        tracing::warn!(
+            uid = %logged.uid,
+            kind = %o.kind,
+            operation = %o.operation,
+            namespace = %o.namespace,
+            name = %o.name,
+            error = %error,
+            warnings,
+            outcome = %o.verdict.as_str(),
+            latency_us,
+            "admission: object not readable, nothing injected"
+        );
+        return;
+    }
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    let added = || {
+        o.decision
+            .iter()
+            .flat_map(|d| d.add.iter().map(String::as_str))
+    };
+    let copies = || {
+        o.decision
+            .iter()
+            .flat_map(|d| d.copies.iter().map(|c| c.name()))
+    };
+    // The Deployment's JSON logging: the same line, written without tracing's formatter.
+    let written = crate::telemetry::info_json(module_path!(), "admission", |line| {
+        line.str("uid", logged.uid)
+            .str("kind", &o.kind)
+            .str("operation", o.operation)
+            .str("namespace", &o.namespace)
+            .str("name", &o.name)
+            .joined("injected", added())
+            .joined("copies_needed", copies())
+            .u64("warnings", warnings as u64)
+            .str("outcome", o.verdict.as_str())
+            .u64("latency_us", latency_us)
+            .bool("reused", reused);
+    });
+    if !written {
+        let injected = added().collect::<Vec<_>>().join(",");
+        let copies = copies().collect::<Vec<_>>().join(",");
+        tracing::info!(
             uid = %logged.uid,
             kind = %o.kind,
             operation = %o.operation,
@@ -578,19 +610,7 @@ fn record(metrics: &Metrics, logged: &Logged<'_>, elapsed: Duration) {
             latency_us,
             reused,
             "admission"
-        ),
-        Some(error) => tracing::warn!(
-            uid = %logged.uid,
-            kind = %o.kind,
-            operation = %o.operation,
-            namespace = %o.namespace,
-            name = %o.name,
-            error = %error,
-            warnings,
-            outcome = %o.verdict.as_str(),
-            latency_us,
-            "admission: object not readable, nothing injected"
-        ),
+        );
     }
 }
 
