@@ -14,7 +14,7 @@
 //!
 //! [`ClusterView::changes`]: crate::view::ClusterView::changes
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 
@@ -30,17 +30,31 @@ const MAX_UID: usize = 128;
 const MAX_BODY: usize = 64 * 1024;
 /// Distinct reviews remembered; a new one past this replaces an arbitrary one.
 const ENTRIES: usize = 256;
+/// Reviews seen once, by key; past this the set starts over. An answer is remembered at its
+/// review's second sighting, so that reviews that never repeat cost a hash, not a copy.
+const SIGHTINGS: usize = 4096;
+/// How much of the body after the uid the key covers; an entry holds the whole body, and a
+/// hit compares all of it.
+const KEYED_BYTES: usize = 2048;
 
 /// The answers to remember and reuse, shared by all connections.
 pub struct Repeats {
-    entries: Mutex<HashMap<u64, Arc<Entry>>>,
+    memory: Mutex<Memory>,
     hasher: foldhash::fast::FixedState,
+}
+
+#[derive(Default)]
+struct Memory {
+    entries: HashMap<u64, Arc<Entry>>,
+    sighted: HashSet<u64>,
+    /// The snapshot (address) and view count of the entries: another one drops them all.
+    world: Option<(usize, u64)>,
 }
 
 impl std::fmt::Debug for Repeats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Repeats")
-            .field("entries", &crate::lock::lock(&self.entries).len())
+            .field("entries", &self.len())
             .finish()
     }
 }
@@ -48,7 +62,7 @@ impl std::fmt::Debug for Repeats {
 impl Default for Repeats {
     fn default() -> Self {
         Repeats {
-            entries: Mutex::new(HashMap::new()),
+            memory: Mutex::new(Memory::default()),
             hasher: foldhash::fast::FixedState::default(),
         }
     }
@@ -80,6 +94,24 @@ pub struct Reused {
     pub warnings: usize,
 }
 
+/// What a lookup found.
+#[derive(Debug)]
+pub enum Lookup {
+    /// The answer, made from a remembered one.
+    Reused(Reused),
+    /// Nothing to reuse; when `Some`, this review was seen before, and its answer is worth
+    /// remembering ([`Repeats::remember`]).
+    Miss(Option<Ticket>),
+}
+
+/// Where a missed review's uid is and what its key is, for [`Repeats::remember`].
+#[derive(Debug)]
+pub struct Ticket {
+    key: u64,
+    start: usize,
+    end: usize,
+}
+
 /// Where the body's first `"uid":"` value is, when it is a plain uid (letters, digits, `-`).
 fn uid_span(body: &[u8]) -> Option<(usize, usize)> {
     let start = memchr::memmem::find(body, UID_KEY)? + UID_KEY.len();
@@ -99,28 +131,45 @@ impl Repeats {
         Self::default()
     }
 
-    fn key(&self, before: &[u8], after: &[u8]) -> u64 {
+    fn key(&self, body: &[u8], start: usize, end: usize) -> u64 {
         let mut h = self.hasher.build_hasher();
-        h.write_usize(before.len());
-        h.write(before);
-        h.write(after);
+        h.write_usize(body.len());
+        h.write_usize(start);
+        h.write(&body[..start]);
+        h.write(&body[end..body.len().min(end + KEYED_BYTES)]);
         h.finish()
     }
 
     /// The answer to `body` if an identical review (but for its uid) was answered from
     /// `snapshot` at view count `changes`.
-    pub fn answer(&self, body: &[u8], snapshot: &Arc<Snapshot>, changes: u64) -> Option<Reused> {
-        let (start, end) = uid_span(body)?;
+    pub fn answer(&self, body: &[u8], snapshot: &Arc<Snapshot>, changes: u64) -> Lookup {
+        let Some((start, end)) = uid_span(body).filter(|_| body.len() <= MAX_BODY) else {
+            return Lookup::Miss(None);
+        };
+        let key = self.key(body, start, end);
+        let entry = {
+            let mut memory = crate::lock::lock(&self.memory);
+            match memory.entries.get(&key) {
+                Some(entry) => entry.clone(),
+                None => {
+                    if memory.sighted.contains(&key) {
+                        return Lookup::Miss(Some(Ticket { key, start, end }));
+                    }
+                    if memory.sighted.len() >= SIGHTINGS {
+                        memory.sighted.clear();
+                    }
+                    memory.sighted.insert(key);
+                    return Lookup::Miss(None);
+                }
+            }
+        };
         let (before, after) = (&body[..start], &body[end..]);
-        let entry = crate::lock::lock(&self.entries)
-            .get(&self.key(before, after))?
-            .clone();
         if !Arc::ptr_eq(&entry.snapshot, snapshot)
             || entry.changes != changes
             || *entry.before_uid != *before
             || *entry.after_uid != *after
         {
-            return None;
+            return Lookup::Miss(Some(Ticket { key, start, end }));
         }
         let uid = &body[start..end];
         let mut answer = Vec::with_capacity(
@@ -129,7 +178,7 @@ impl Repeats {
         answer.extend_from_slice(&entry.answer_before_uid);
         answer.extend_from_slice(uid);
         answer.extend_from_slice(&entry.answer_after_uid);
-        Some(Reused {
+        Lookup::Reused(Reused {
             body: answer,
             // Checked to be ASCII by `uid_span`.
             uid: String::from_utf8_lossy(uid).into_owned(),
@@ -138,67 +187,64 @@ impl Repeats {
         })
     }
 
-    /// Remembers the answer to `body`, whose request uid `uid` borrows from it, decided from
-    /// `snapshot` at view count `changes`. Only call it for answers that depend on nothing
-    /// else (no copies made, no namespace waited for). Returns whether it was remembered:
-    /// bodies too large, or whose uid is escaped, unusual, or not the first `"uid"` key, are
-    /// not.
+    /// Remembers the answer to `body` (the one `ticket` was issued for), whose request uid
+    /// `uid` borrows from it, decided from `snapshot` at view count `changes`. Only call it
+    /// for answers that depend on nothing else (no copies made, no namespace waited for).
+    /// Returns whether it was remembered: not when the uid read is not the one `uid_span`
+    /// found (escaped, or not the first `"uid"` key), or the answer does not hold it.
     pub fn remember(
         &self,
+        ticket: Ticket,
         body: &[u8],
         uid: &str,
         snapshot: &Arc<Snapshot>,
         changes: u64,
         reviewed: &Reviewed,
     ) -> bool {
-        if body.len() > MAX_BODY {
-            return false;
-        }
-        let Some((start, end)) = uid_span(body) else {
-            return false;
-        };
+        let Ticket { key, start, end } = ticket;
         // The uid read must be this very string of the body, not an equal one elsewhere.
         let offset = (uid.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
-        if offset != start || end - start != uid.len() {
+        if offset != start || end - start != uid.len() || end > body.len() {
             return false;
         }
-        let Some(at) = memchr::memmem::find(&reviewed.body, UID_KEY).map(|i| i + UID_KEY.len())
-        else {
+        let answer = &reviewed.body;
+        let Some(at) = memchr::memmem::find(answer, UID_KEY).map(|i| i + UID_KEY.len()) else {
             return false;
         };
-        let answer = &reviewed.body;
         if !answer[at..].starts_with(uid.as_bytes()) || answer.get(at + uid.len()) != Some(&b'"') {
             return false;
         }
-        let (before, after) = (&body[..start], &body[end..]);
         let entry = Arc::new(Entry {
             snapshot: snapshot.clone(),
             changes,
-            before_uid: before.into(),
-            after_uid: after.into(),
+            before_uid: body[..start].into(),
+            after_uid: body[end..].into(),
             answer_before_uid: answer[..at].into(),
             answer_after_uid: answer[at + uid.len()..].into(),
             outcome: Arc::new(reviewed.outcome.clone()),
             warnings: reviewed.response.warnings.len(),
         });
-        let key = self.key(before, after);
-        let mut entries = crate::lock::lock(&self.entries);
+        let world = (Arc::as_ptr(snapshot) as usize, changes);
+        let mut memory = crate::lock::lock(&self.memory);
         // Answers from another snapshot or view count are never reused again: dropping them
         // keeps old snapshots from being held.
-        entries.retain(|_, e| Arc::ptr_eq(&e.snapshot, snapshot) && e.changes == changes);
-        if entries.len() >= ENTRIES
-            && !entries.contains_key(&key)
-            && let Some(old) = entries.keys().next().copied()
-        {
-            entries.remove(&old);
+        if memory.world != Some(world) {
+            memory.entries.clear();
+            memory.world = Some(world);
         }
-        entries.insert(key, entry);
+        if memory.entries.len() >= ENTRIES
+            && !memory.entries.contains_key(&key)
+            && let Some(old) = memory.entries.keys().next().copied()
+        {
+            memory.entries.remove(&old);
+        }
+        memory.entries.insert(key, entry);
         true
     }
 
     /// How many answers are remembered.
     pub fn len(&self) -> usize {
-        crate::lock::lock(&self.entries).len()
+        crate::lock::lock(&self.memory).entries.len()
     }
 
     /// Whether none is.
@@ -251,16 +297,45 @@ credentials:
     const UID_A: &str = "0f5b6a1e-1111-2222-3333-444455556666";
     const UID_B: &str = "7c0e2d4f-aaaa-bbbb-cccc-ddddeeeeffff";
 
-    /// Reads, decides and renders `body` from `snapshot`, and remembers the answer.
-    fn answer_fresh(repeats: &Repeats, snapshot: &Arc<Snapshot>, body: &[u8]) -> Reviewed {
+    /// Looks `body` up as the server does, then reads, decides and renders it from
+    /// `snapshot`, and remembers the answer when the lookup says so.
+    fn answer_once(repeats: &Repeats, snapshot: &Arc<Snapshot>, body: &[u8]) -> Reviewed {
+        let ticket = match repeats.answer(body, snapshot, 0) {
+            Lookup::Miss(ticket) => ticket,
+            Lookup::Reused(_) => panic!("not expected to be remembered yet"),
+        };
         let request = super::super::read(body).unwrap();
         let reviewed = snapshot
             .view
             .read(|v| super::super::decide(&snapshot.catalog, v, &request))
             .render()
             .unwrap();
-        repeats.remember(body, request.uid(), snapshot, 0, &reviewed);
+        if let Some(ticket) = ticket {
+            repeats.remember(ticket, body, request.uid(), snapshot, 0, &reviewed);
+        }
         reviewed
+    }
+
+    /// Answers `body` twice: an answer is remembered at the second sighting.
+    fn answer_fresh(repeats: &Repeats, snapshot: &Arc<Snapshot>, body: &[u8]) -> Reviewed {
+        answer_once(repeats, snapshot, body);
+        answer_once(repeats, snapshot, body)
+    }
+
+    fn reused(lookup: Lookup) -> Option<Reused> {
+        match lookup {
+            Lookup::Reused(r) => Some(r),
+            Lookup::Miss(_) => None,
+        }
+    }
+
+    #[test]
+    fn a_review_seen_once_is_not_remembered() {
+        let (repeats, snapshot) = (Repeats::new(), snapshot());
+        answer_once(&repeats, &snapshot, &body(UID_A, "us.icr.io/team/web:1"));
+        assert!(repeats.is_empty());
+        answer_once(&repeats, &snapshot, &body(UID_B, "us.icr.io/team/web:1"));
+        assert_eq!(repeats.len(), 1);
     }
 
     #[test]
@@ -271,7 +346,7 @@ credentials:
         assert_eq!(repeats.len(), 1);
 
         let second = body(UID_B, "us.icr.io/team/web:1");
-        let reused = repeats.answer(&second, &snapshot, 0).expect("reused");
+        let reused = reused(repeats.answer(&second, &snapshot, 0)).expect("reused");
         let fresh = snapshot
             .view
             .read(|v| super::super::review(&snapshot.catalog, v, &second))
@@ -292,21 +367,19 @@ credentials:
         answer_fresh(&repeats, &snapshot, &body(UID_A, "us.icr.io/team/web:1"));
         // Another image: a different review.
         assert!(
-            repeats
-                .answer(&body(UID_B, "us.icr.io/team/web:2"), &snapshot, 0)
-                .is_none()
+            reused(repeats.answer(&body(UID_B, "us.icr.io/team/web:2"), &snapshot, 0)).is_none()
         );
         // The view moved on, or another snapshot is served.
         let second = body(UID_B, "us.icr.io/team/web:1");
-        assert!(repeats.answer(&second, &snapshot, 1).is_none());
-        assert!(repeats.answer(&second, &self::snapshot(), 0).is_none());
+        assert!(reused(repeats.answer(&second, &snapshot, 1)).is_none());
+        assert!(reused(repeats.answer(&second, &self::snapshot(), 0)).is_none());
         // A uid that is not a plain one is never swapped in.
         let odd = body("7c0e2d4f_aaaa", "us.icr.io/team/web:1");
-        assert!(repeats.answer(&odd, &snapshot, 0).is_none());
+        assert!(reused(repeats.answer(&odd, &snapshot, 0)).is_none());
         let escaped = body(r"7c0e2d4f\u0041", "us.icr.io/team/web:1");
-        assert!(repeats.answer(&escaped, &snapshot, 0).is_none());
+        assert!(reused(repeats.answer(&escaped, &snapshot, 0)).is_none());
         // And the original still is.
-        assert!(repeats.answer(&second, &snapshot, 0).is_some());
+        assert!(reused(repeats.answer(&second, &snapshot, 0)).is_some());
     }
 
     #[test]

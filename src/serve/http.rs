@@ -27,7 +27,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::ports::{CopyMaker, NamespaceWait, RegistriesSeen};
-use crate::admission::repeat::Repeats;
+use crate::admission::repeat::{Lookup, Repeats};
 use crate::admission::slot::{Slot, Snapshot};
 use crate::admission::{self, Reviewed, Verdict};
 use crate::metrics::{Metrics, RequestLabels};
@@ -396,25 +396,29 @@ async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
     };
     let started = Instant::now();
     let served = app.slot.current();
-    if !overloaded
-        && let Some(snapshot) = &served
-        && let Some(reused) =
-            app.repeats
-                .answer(&body, snapshot, snapshot.view.read(|v| v.changes()))
-    {
-        if let Some(seen) = app.registries.get()
-            && let Some(decision) = &reused.outcome.decision
-            && !decision.glob_registries.is_empty()
+    let mut ticket = None;
+    if !overloaded && let Some(snapshot) = &served {
+        match app
+            .repeats
+            .answer(&body, snapshot, snapshot.view.read(|v| v.changes()))
         {
-            seen.seen(&decision.glob_registries);
+            Lookup::Miss(t) => ticket = t,
+            Lookup::Reused(reused) => {
+                if let Some(seen) = app.registries.get()
+                    && let Some(decision) = &reused.outcome.decision
+                    && !decision.glob_registries.is_empty()
+                {
+                    seen.seen(&decision.glob_registries);
+                }
+                let logged = Logged {
+                    uid: &reused.uid,
+                    outcome: &reused.outcome,
+                    warnings: reused.warnings,
+                    reused: true,
+                };
+                return send(&app, reused.body, &logged, started);
+            }
         }
-        let logged = Logged {
-            uid: &reused.uid,
-            outcome: &reused.outcome,
-            warnings: reused.warnings,
-            reused: true,
-        };
-        return send(&app, reused.body, &logged, started);
     }
     let request = match admission::read(&body) {
         Ok(r) => r,
@@ -464,9 +468,12 @@ async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
         Ok(r) => r,
         Err(e) => return reject(&app, StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    if reusable && let Some(snapshot) = &served {
+    if reusable
+        && let Some(snapshot) = &served
+        && let Some(ticket) = ticket
+    {
         app.repeats
-            .remember(&body, request.uid(), snapshot, changes, &reviewed);
+            .remember(ticket, &body, request.uid(), snapshot, changes, &reviewed);
     }
     answer(&app, Ok(reviewed), started)
 }
